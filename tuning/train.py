@@ -79,12 +79,15 @@ def evaluate(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> Metrics:
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    loss_last = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     correct_last = torch.zeros((), dtype=torch.long, device=x.device)
     for i in range(0, len(x), EVAL_BATCH):
         xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
         logits = model(xb)
-        loss_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum").double()
+        losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).double()
+        loss_sum += losses.sum()
+        loss_last += losses[:, -1].sum()
         hits = logits.argmax(-1) == yb
         correct += hits.sum()
         correct_last += hits[:, -1].sum()
@@ -95,7 +98,8 @@ def evaluate(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> Metrics:
         "val_bpc": loss / math.log(2),
         "val_ppl": math.exp(loss) if loss < 700 else math.inf,
         "val_acc": correct.item() / y.numel(),
-        # the prediction after a full seq_len context: what the homework called test accuracy
+        # the loss and accuracy of the prediction after a full seq_len context: the homework's test figures
+        "val_loss_last": loss_last.item() / len(y),
         "val_acc_last": correct_last.item() / len(y),
     }
 
@@ -224,7 +228,7 @@ def train(
                 "chars_trained": progress["chars_trained"],
                 "train_loss": train_loss,
                 "train_acc": correct.item() / (config.steps_per_iter * config.chars_per_step),
-                "val_loss": math.nan, "val_bpc": math.nan, "val_ppl": math.nan, "val_acc": math.nan,
+                "val_loss": math.nan, "val_loss_last": math.nan, "val_bpc": math.nan, "val_ppl": math.nan, "val_acc": math.nan,
                 "val_acc_last": math.nan,
                 **val,
                 "train_time_s": progress["train_time_s"],

@@ -1,0 +1,195 @@
+"""Reading an experiment directory into two tables: one row per trial, one row per trial and iteration.
+
+Ray Tune leaves, under ``<storage>/<name>/``, an ``experiment_state-*.json`` (trial statuses) and one folder
+per trial with ``params.json``, ``result.json`` (one JSON object per reported iteration), checkpoints and,
+for a failed trial, ``error.txt``. We read these files directly (no Ray import), so a report can be
+regenerated from any experiment, finished or interrupted, on a machine without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tuning.config import TrainConfig
+from tuning.errors import UserError
+from tuning.files import EXPERIMENT_META
+from tuning.spaces import SEARCHABLE
+
+_DEFAULTS = TrainConfig().to_dict()
+STATUSES = ("completed", "early_stopped", "diverged", "errored", "unfinished")
+HYPERPARAMETERS = SEARCHABLE
+HISTORY_METRICS = (
+    "iteration", "chars_trained", "train_loss", "train_acc", "val_loss", "val_loss_last", "val_bpc", "val_ppl",
+    "val_acc", "val_acc_last", "train_time_s", "eval_time_s",
+)
+COMPLEXITY = ("params", "calflops_flops", "calflops_macs", "macs", "flops_per_char", "macs_per_char",
+              "train_flops_per_char")
+
+
+def _read_state(experiment_dir: Path) -> dict[str, dict[str, Any]]:
+    """Ray's view of each trial: {trial_id: {status, logdir, error_file}} from the newest state file."""
+    files = sorted(experiment_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for entry in state.get("trial_data", []):
+        info, runtime = (json.loads(x) if isinstance(x, str) else x for x in entry[:2])
+        out[info["trial_id"]] = {
+            "ray_status": info.get("status"),
+            "logdir": info.get("relative_logdir"),
+            "error_file": (runtime or {}).get("error_filename"),
+        }
+    return out
+
+
+def _read_rows(trial_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    result_file = trial_dir / "result.json"
+    if result_file.is_file():
+        for line in result_file.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+    # A restored trial can report an iteration again; keep the last row of each iteration.
+    by_iter: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        by_iter[int(row.get("iteration", row.get("training_iteration", 0)))] = row
+    return [by_iter[k] for k in sorted(by_iter)]
+
+
+def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[int]:
+    """Iterations at which ASHA decides (Li et al. 2020, "A System for Massively Parallel HPO", Alg. 1)."""
+    out, t = set(), grace
+    while t < max_iters:
+        out.add(t)
+        t *= reduction_factor
+    return out
+
+
+def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
+             milestones: set[int]) -> str:
+    if error or ray_status == "ERROR":
+        return "errored"
+    if last is None:
+        return "unfinished"
+    reported = last.get("trial_status")
+    if reported == "completed":
+        return "completed"
+    if reported == "diverged":
+        return "diverged"
+    if ray_status == "TERMINATED" and int(last.get("iteration", 0)) in milestones:
+        return "early_stopped"
+    return "unfinished"
+
+
+def read_meta(experiment_dir: Path) -> dict[str, Any]:
+    meta_file = experiment_dir / EXPERIMENT_META
+    if not experiment_dir.is_dir() or not meta_file.is_file():
+        raise UserError(f"{experiment_dir} is not an experiment directory of ours (no {EXPERIMENT_META})")
+    return json.loads(meta_file.read_text(encoding="utf-8"))
+
+
+def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(meta, trials, history) of an experiment directory."""
+    experiment_dir = Path(experiment_dir)
+    meta = read_meta(experiment_dir)
+    budget = meta.get("budget", {})
+    max_iters = int(budget.get("max_iters", 0))
+    milestones = asha_milestones(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))) \
+        if meta.get("scheduler") == "asha" else set()
+    state = _read_state(experiment_dir)
+    trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
+    ids = {}
+    for trial_id, info in state.items():
+        if info["logdir"] and (experiment_dir / info["logdir"]).is_dir():
+            ids[trial_id] = experiment_dir / info["logdir"]
+    for d in trial_dirs - set(ids.values()):  # trials the state file does not know yet
+        ids[d.name.split("_")[0]] = d
+    trials, history = [], []
+    for trial_id in sorted(ids):
+        trial_dir = ids[trial_id]
+        params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").is_file() else {}
+        rows = _read_rows(trial_dir)
+        info = state.get(trial_id, {})
+        error = None
+        error_file = trial_dir / "error.txt"
+        if error_file.is_file():
+            text = error_file.read_text(errors="replace").strip().splitlines()
+            error = next((line for line in reversed(text) if line.strip()), "error")
+        last = rows[-1] if rows else None
+        status = classify(last, info.get("ray_status"), error, max_iters, milestones)
+        valid = [r for r in rows if _finite(r.get("val_loss"))]
+        best = min(valid, key=lambda r: r["val_loss"]) if valid else {}
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        record: dict[str, Any] = {"trial_id": trial_id, "status": status}
+        # A space leaves unsearched options at the trainer's defaults; show those, not blanks.
+        record.update({h: params.get(h, _DEFAULTS.get(h)) for h in HYPERPARAMETERS})
+        for m in HISTORY_METRICS:
+            record[m] = (last or {}).get(m)
+        record.update({f"best_{m}": best.get(m) for m in ("val_loss", "val_acc_last", "iteration")})
+        record.update({c: (last or {}).get(c) for c in COMPLEXITY})
+        for extra in ("inference_latency_ms", "inference_throughput", "sample_prompt", "sample"):
+            record[extra] = (last or {}).get(extra)
+        record["node_ip"] = (last or {}).get("node_ip")
+        record["checkpoint_path"] = str(checkpoints[-1]) if checkpoints else None
+        record["error"] = error
+        trials.append(record)
+        for r in rows:
+            history.append({"trial_id": trial_id, **{m: r.get(m) for m in HISTORY_METRICS}})
+    return meta, trials_frame(trials), history_frame(history)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# Column types, declared once (documented in the README's table of Parquet columns).
+TRIAL_TYPES: dict[str, str] = {
+    "trial_id": "string", "status": "string", "cell": "string",
+    **{h: "Int64" for h in ("seq_len", "embed_dim", "hidden_size", "num_layers", "head_depth", "head_width",
+                            "batch_size", "checkpoint_every", "val_max_chars", "sample_chars")},
+    **{h: "float64" for h in ("dropout", "head_dropout", "lr", "weight_decay", "grad_clip", "temperature")},
+    "iteration": "Int64", "chars_trained": "Int64",
+    **{m: "float64" for m in HISTORY_METRICS if m not in ("iteration", "chars_trained")},
+    "best_val_loss": "float64", "best_val_acc_last": "float64", "best_iteration": "Int64",
+    "params": "Int64", "calflops_flops": "Int64", "calflops_macs": "Int64", "macs": "Int64",
+    "flops_per_char": "float64", "macs_per_char": "float64", "train_flops_per_char": "float64",
+    "inference_latency_ms": "float64", "inference_throughput": "float64",
+    "sample_prompt": "string", "sample": "string", "node_ip": "string", "checkpoint_path": "string",
+    "error": "string",
+}
+HISTORY_TYPES: dict[str, str] = {"trial_id": "string", "iteration": "Int64", "chars_trained": "Int64",
+                                 **{m: "float64" for m in HISTORY_METRICS[2:]}}
+
+
+def _typed(records: list[dict[str, Any]], types: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=list(types))
+    for column, dtype in types.items():
+        if dtype == "float64":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        elif dtype == "Int64":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
+        else:
+            frame[column] = frame[column].astype("string")
+    return frame
+
+
+def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return _typed(records, TRIAL_TYPES)
+
+
+def history_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return _typed(records, HISTORY_TYPES)

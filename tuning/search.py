@@ -1,0 +1,435 @@
+"""The search driver: ``python -m tuning.search --space shakespeare``.
+
+Ray Tune runs the trials; Optuna proposes configurations (through Ray's ``OptunaSearch``); ASHA stops the
+weak ones. This is the only module that imports Ray Tune. Everything the user gives is checked before Ray
+starts or anything is written; a user mistake exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tuning.config import TrainConfig
+from tuning.data import Corpus, load_corpus
+from tuning.errors import UserError
+from tuning.files import EXPERIMENT_META, atomic_write_json
+from tuning.spaces import SearchSpace, load_space
+
+# Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
+# then loses up to that much bookkeeping. Our iterations take seconds to minutes, so saving every second
+# costs little and loses at most one iteration. Set before Ray Tune is imported.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+# Ray Tune's new console output hides the trial table; the classic reporter shows it.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Saving state every second is what we want (above); Ray's warning that it might be a bottleneck is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+DEFAULT_GPU_SHARE = 0.25  # four trials per GPU: our models are small, one alone leaves most of a GPU idle
+URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
+SHARED_FS_TYPES = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "fuse.s3fs", "fuse.gcsfuse",
+                   "ceph", "glusterfs", "efs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tuning.search",
+        description="Search hyperparameters of character-level RNN/LSTM/GRU language models with Ray Tune.",
+    )
+    p.add_argument("--space", default="smoke", help="built-in space name or path to a YAML file (default: smoke)")
+    p.add_argument("--num-samples", type=int, help="trials to run (default: the space's num_samples)")
+    p.add_argument("--time-budget-s", type=float, help="stop starting and running trials after this many seconds")
+    p.add_argument("--max-iters", type=int, help="override the space's budget.max_iters")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; torch threads follow (default 1)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help=f"GPU share per trial (default {DEFAULT_GPU_SHARE} when the cluster has GPUs, else 0)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: the slots the cluster has)")
+    p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
+    p.add_argument("--storage-path", default="./runs", help="experiment storage: a directory or s3:// / gs:// URI")
+    p.add_argument("--name", help="experiment name (default: SPACE-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted experiment (--name, or the latest one of this space)")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
+    p.add_argument("--seed", type=int, help="sampler and training seed (default: the space's seed)")
+    p.add_argument("--report-dir", help="where the report goes (default: EXPERIMENT_DIR/report)")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard, on 127.0.0.1 only")
+    p.add_argument("--quiet", action="store_true", help="no live trial table")
+    return p
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked and decided before Ray starts."""
+
+    space: SearchSpace
+    corpus: Corpus
+    storage: str  # absolute path or URI
+    name: str
+    resume: bool
+    num_samples: int
+    seed: int
+    report_dir: Path | None
+
+
+def is_uri(path: str) -> bool:
+    return path.startswith(URI_SCHEMES)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """The nearest existing ancestor must accept a file; nothing is created at ``path`` itself."""
+    probe = path.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} is not writable (nearest existing folder: {probe})")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror})") from None
+
+
+def _check_space_fits_corpus(space: SearchSpace, corpus: Corpus) -> None:
+    """Longest window and largest batch in the space must fit the corpus's splits."""
+    def largest(name: str) -> Any:
+        for p in space.params:
+            if p.name == name:
+                return max(p.corners())
+        return space.base_config().get(name, getattr(TrainConfig, name))
+
+    seq_len, batch = largest("seq_len"), largest("batch_size")
+    try:
+        corpus.check_seq_len(seq_len)
+    except UserError as exc:
+        raise UserError(f"{space.source}: params.seq_len: {exc}") from None
+    windows = len(corpus.train_ids) - seq_len
+    if batch > windows:
+        raise UserError(f"{space.source}: params.batch_size={batch} is invalid: larger than the {windows} windows "
+                        f"of seq_len={seq_len} in corpus {corpus.name}'s training split")
+
+
+def latest_experiment(storage: Path, space_name: str) -> str | None:
+    found = []
+    for meta in storage.glob(f"*/{EXPERIMENT_META}"):
+        try:
+            if json.loads(meta.read_text()).get("space") == space_name:
+                found.append((meta.stat().st_mtime, meta.parent.name))
+        except (OSError, ValueError):
+            continue
+    return max(found)[1] if found else None
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    space = load_space(args.space)
+    if args.max_iters is not None:
+        if args.max_iters < 1:
+            raise UserError(f"--max-iters={args.max_iters} is invalid: an integer >= 1")
+        space = space.with_max_iters(args.max_iters)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f"--num-samples={args.num_samples} is invalid: an integer >= 1")
+    if args.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial={args.cpus_per_trial} is invalid: a number > 0")
+    if args.gpus_per_trial is not None and not 0 <= args.gpus_per_trial:
+        raise UserError(f"--gpus-per-trial={args.gpus_per_trial} is invalid: a number >= 0")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer():
+        raise UserError(f"--gpus-per-trial={args.gpus_per_trial} is invalid: a fraction up to 1, or a whole number")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UserError(f"--max-concurrent={args.max_concurrent} is invalid: an integer >= 1")
+    if args.max_failures < 0:
+        raise UserError(f"--max-failures={args.max_failures} is invalid: an integer >= 0")
+    if args.time_budget_s is not None and not (args.time_budget_s > 0 and math.isfinite(args.time_budget_s)):
+        raise UserError(f"--time-budget-s={args.time_budget_s} is invalid: a number of seconds > 0")
+    corpus = load_corpus(space.corpus, space.normalize_whitespace)
+    _check_space_fits_corpus(space, corpus)
+
+    storage = args.storage_path if is_uri(args.storage_path) else str(Path(args.storage_path).expanduser().resolve())
+    if not is_uri(storage):
+        _check_writable(Path(storage), "--storage-path")
+    if args.report_dir:
+        _check_writable(Path(args.report_dir), "--report-dir")
+    name = args.name
+    if args.resume:
+        if name is None and not is_uri(storage):
+            name = latest_experiment(Path(storage), space.name)
+        if name is None:
+            raise UserError(f"--resume: no experiment of space {space.name!r} in {storage} (give --name)")
+        if not is_uri(storage) and not (Path(storage) / name / EXPERIMENT_META).is_file():
+            raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
+    else:
+        name = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        if not is_uri(storage) and (Path(storage) / name).exists():
+            raise UserError(f"--name {name!r}: an experiment of that name exists in {storage} (use --resume)")
+    if any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+        raise UserError(f"--name={name!r} is invalid: a plain folder name")
+    report_dir = Path(args.report_dir).resolve() if args.report_dir else None
+    return Plan(
+        space=space,
+        corpus=corpus,
+        storage=storage,
+        name=name,
+        resume=args.resume,
+        num_samples=args.num_samples or space.num_samples,
+        seed=space.seed if args.seed is None else args.seed,
+        report_dir=report_dir,
+    )
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    if ray.is_initialized():  # e.g. a test session's Ray: reuse it
+        return
+    # Ray's own banner and worker logs are noise for a CLI user; errors still surface through Tune.
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        # Embedded local Ray. The dashboard (and with it the jobs API, which runs code for anyone who can
+        # reach it, CVE-2023-48022) stays off unless asked for, and then listens on loopback only.
+        ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=False)
+
+
+@dataclass(frozen=True)
+class Slots:
+    cpus: float
+    gpus: float
+    count: int
+
+
+def plan_resources(args: argparse.Namespace) -> Slots:
+    """Resources per trial and the number of trials the cluster can run at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    total_gpus = total.get("GPU", 0.0)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (DEFAULT_GPU_SHARE if total_gpus else 0.0)
+    if gpus > 0 and total_gpus == 0:
+        raise UserError(f"--gpus-per-trial={gpus} is invalid: the cluster has no GPU (use 0, or join a GPU cluster)")
+    node_gpus = [n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    if gpus > max(node_gpus, default=0.0):
+        raise UserError(f"--gpus-per-trial={gpus} is invalid: no node has more than {max(node_gpus, default=0)} GPUs")
+    node_cpus = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    if args.cpus_per_trial > max(node_cpus, default=0.0):
+        raise UserError(f"--cpus-per-trial={args.cpus_per_trial} is invalid: no node has more than "
+                        f"{max(node_cpus, default=0)} CPUs")
+    count = int(total.get("CPU", 0.0) // args.cpus_per_trial)
+    if gpus > 0:
+        count = min(count, int(round(total_gpus / gpus, 6)))
+    return Slots(cpus=args.cpus_per_trial, gpus=gpus, count=max(1, count))
+
+
+def check_storage_reachable(storage: str) -> None:
+    """A node-local path on a multi-host cluster loses trial files: Ray 2.7+ no longer syncs to the head."""
+    import ray
+
+    if is_uri(storage):
+        return
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    if len(hosts) > 1 and not _on_shared_filesystem(Path(storage)):
+        raise UserError(f"--storage-path {storage} is node-local but the cluster spans {len(hosts)} hosts: use a "
+                        "URI every node can reach (s3://…, gs://…) or a shared mount (NFS, …)")
+
+
+def _on_shared_filesystem(path: Path) -> bool:
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    path = path.resolve()
+    best, fstype = "", ""
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3 and (str(path) + "/").startswith(parts[1].rstrip("/") + "/") and len(parts[1]) > len(best):
+            best, fstype = parts[1], parts[2]
+    return fstype in SHARED_FS_TYPES
+
+
+def trial_config(plan: Plan, slots: Slots) -> dict[str, Any]:
+    """Fixed training options of every trial; the sampled ones are merged in by Ray Tune."""
+    fixed = plan.space.base_config()
+    fixed.update(
+        seed=plan.seed,
+        threads=max(1, int(slots.cpus)),
+        device="cuda" if slots.gpus > 0 else "cpu",
+        gpu_memory_fraction=min(1.0, slots.gpus) if 0 < slots.gpus < 1 else 1.0,
+    )
+    return fixed
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "ray", "optuna", "calflops", "pandas", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def write_meta(experiment_dir: Path, plan: Plan, slots: Slots, argv: list[str], **extra: Any) -> None:
+    meta_file = experiment_dir / EXPERIMENT_META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    space = plan.space
+    meta.update(
+        space=space.name,
+        space_file=space.source,
+        space_yaml=Path(space.source).read_text(encoding="utf-8") if Path(space.source).is_file() else "",
+        description=space.description,
+        corpus=space.corpus,
+        objective={"metric": space.objective.metric, "mode": space.objective.mode},
+        sampler=space.sampler,
+        scheduler=space.scheduler,
+        budget=asdict(space.budget),
+        num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
+        seed=plan.seed,
+        resources={"cpus_per_trial": slots.cpus, "gpus_per_trial": slots.gpus, "slots": slots.count},
+        hardware=hardware(),
+        versions=library_versions(),
+    )
+    if argv:
+        meta.setdefault("commands", []).append(" ".join(["python -m tuning.search", *map(shlex.quote, argv)]))
+    meta.setdefault("started_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta.update(extra)
+    atomic_write_json(meta_file, meta)
+
+
+def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from tuning.tune_glue import make_searcher, trainable
+
+    space = plan.space
+    resources = {"cpu": slots.cpus, "gpu": slots.gpus}
+    runnable = tune.with_resources(tune.with_parameters(trainable, corpus=plan.corpus), resources)
+    if args.resume:
+        return tune.Tuner.restore(f"{plan.storage}/{plan.name}", trainable=runnable,
+                                  resume_unfinished=True, resume_errored=True)
+    metric, mode = space.objective.metric, space.objective.mode
+    scheduler: Any = FIFOScheduler()
+    if space.scheduler == "asha":
+        # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
+        # rows and drops the one sent just before a crash, so it can lag after a restore.
+        scheduler = ASHAScheduler(time_attr="iteration", metric=metric, mode=mode, max_t=space.budget.max_iters,
+                                  grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
+    param_space = trial_config(plan, slots)
+    searcher = None
+    if space.is_grid:
+        from tuning.spaces import grid_param_space
+
+        param_space.update(grid_param_space(space))
+    else:
+        searcher = make_searcher(space, plan.seed)
+    progress = None
+    if not args.quiet:
+        from ray.tune import CLIReporter
+
+        progress = CLIReporter(
+            parameter_columns=[p.name for p in space.params][:6],
+            metric_columns={"iteration": "iter", metric: metric, "val_acc_last": "acc_last",
+                            "train_time_s": "train_s"},
+            max_report_frequency=30,
+        )
+    return tune.Tuner(
+        runnable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            # metric/mode live on the searcher and the scheduler (Ray rejects them here as well).
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=1 if space.is_grid else plan.num_samples,
+            max_concurrent_trials=args.max_concurrent or slots.count,
+            time_budget_s=args.time_budget_s,
+            # Reusing a trial's worker process skips the actor start and the torch/calflops imports.
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name,
+            storage_path=plan.storage,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            progress_reporter=progress,
+            verbose=0 if args.quiet else 1,
+        ),
+    )
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    plan = make_plan(args)  # every user mistake that needs no cluster stops here, before Ray starts
+    start_ray(args)
+    slots = plan_resources(args)
+    check_storage_reachable(plan.storage)
+    tuner = build_tuner(plan, slots, args)
+    experiment_dir = Path(plan.storage) / plan.name
+    local = not is_uri(plan.storage)
+    if local:
+        write_meta(experiment_dir, plan, slots, argv, finished_at=None)
+    started = time.time()
+    results = tuner.fit()
+    wall = time.time() - started
+    if local:
+        meta = json.loads((experiment_dir / EXPERIMENT_META).read_text())
+        write_meta(experiment_dir, plan, slots, [], finished_at=datetime.now(timezone.utc).isoformat(
+            timespec="seconds"), wall_time_s=meta.get("wall_time_s", 0.0) + wall)
+    from tuning import report
+
+    report_dir = plan.report_dir or (experiment_dir / "report" if local else Path("reports") / plan.name)
+    tables = report.write_report(experiment_dir if local else Path(plan.storage) / plan.name, report_dir)
+    print(report.summary(tables, report_dir))
+    errors = sum(1 for r in results if r.error is not None)
+    if len(results) and errors == len(results):
+        print(f"every trial failed ({errors}); see {report_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Declarative search spaces: YAML in Optuna's vocabulary, validated before anything starts.
+
+A space file looks like this (``search_spaces/smoke.yaml`` is the smallest complete example)::
+
+    description: one line for the report
+    corpus: tinyshakespeare          # a known name or a path to a UTF-8 text file
+    normalize_whitespace: false
+    num_samples: 40                  # default for --num-samples (ignored by grids: they run every point)
+    sampler: tpe                     # tpe | random | grid
+    seed: 0
+    objective: {metric: val_loss, mode: min}
+    budget: {chars_per_iter: 250000, max_iters: 16, grace_iters: 1, reduction_factor: 3}
+    scheduler: asha                  # asha | none (every trial runs its full budget)
+    params:
+      cell: {type: categorical, choices: [rnn, lstm, gru]}
+      seq_len: {type: int, low: 10, high: 50}
+      hidden_size: {type: int, low: 32, high: 512, log: true}
+      lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+      head_depth: {type: grid, values: [0, 1]}   # grid values: an exhaustive grid, no sampler
+      batch_size: 64                             # a fixed value
+
+Every error is one line naming the file, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuning.config import TrainConfig
+from tuning.errors import UserError
+
+# Metrics every trial reports (tuning.train); an objective must be one of them.
+REPORTED_METRICS = (
+    "train_loss", "train_acc", "val_loss", "val_loss_last", "val_bpc", "val_ppl", "val_acc", "val_acc_last", "train_time_s",
+    "eval_time_s", "chars_trained", "params", "calflops_flops", "calflops_macs", "macs", "flops_per_char",
+    "macs_per_char", "train_flops_per_char", "inference_latency_ms", "inference_throughput",
+)
+# Training options a space may search or fix. The rest belong to the driver (device, threads, seed, …) or to
+# the budget section.
+SEARCHABLE = (
+    "cell", "seq_len", "embed_dim", "hidden_size", "num_layers", "dropout", "head_depth", "head_width",
+    "head_dropout", "lr", "batch_size", "weight_decay", "grad_clip", "checkpoint_every", "val_max_chars",
+    "sample_chars", "temperature",
+)
+TOP_KEYS = ("description", "corpus", "normalize_whitespace", "num_samples", "sampler", "seed", "objective",
+            "budget", "scheduler", "params")
+BUDGET_KEYS = ("chars_per_iter", "max_iters", "grace_iters", "reduction_factor")
+DIST_KEYS = {
+    "int": ("type", "low", "high", "log", "step"),
+    "float": ("type", "low", "high", "log", "step"),
+    "categorical": ("type", "choices"),
+    "grid": ("type", "values"),
+}
+SAMPLERS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "none")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter, in Optuna's vocabulary (``grid`` is an exhaustive list of values)."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+
+    def corners(self) -> list[Any]:
+        """The values that bound this parameter: checking them checks the whole range."""
+        if self.type in ("categorical", "grid"):
+            return list(self.choices)
+        return [self.low, self.high]
+
+
+@dataclass(frozen=True)
+class Budget:
+    chars_per_iter: int = 250_000
+    max_iters: int = 16
+    grace_iters: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str = "val_loss"
+    mode: str = "min"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    source: str  # the file it was read from
+    description: str = ""
+    corpus: str = "tinyshakespeare"
+    normalize_whitespace: bool = False
+    num_samples: int = 10
+    sampler: str = "tpe"
+    seed: int = 0
+    objective: Objective = field(default_factory=Objective)
+    budget: Budget = field(default_factory=Budget)
+    scheduler: str = "asha"
+    params: tuple[Param, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_grid(self) -> bool:
+        return self.sampler == "grid"
+
+    def grid_size(self) -> int:
+        return math.prod(len(p.choices) for p in self.params) if self.is_grid else 0
+
+    def base_config(self) -> dict[str, Any]:
+        """Training options every trial shares: corpus, budget and the fixed values."""
+        return {
+            "corpus": self.corpus,
+            "normalize_whitespace": self.normalize_whitespace,
+            "chars_per_iter": self.budget.chars_per_iter,
+            "max_iters": self.budget.max_iters,
+            **self.fixed,
+        }
+
+    def with_max_iters(self, max_iters: int) -> SearchSpace:
+        grace = min(self.budget.grace_iters, max_iters)
+        return replace(self, budget=replace(self.budget, max_iters=max_iters, grace_iters=grace))
+
+
+def builtin_dir() -> Path:
+    """The built-in spaces: installed as ``tuning.search_spaces``, or the repository's ``search_spaces/``."""
+    return Path(str(resources.files("tuning.search_spaces")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
+
+
+def find_space(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"search space file {path}: no such file")
+        return path
+    candidate = builtin_dir() / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise UserError(
+            f"unknown search space {name_or_path!r}: give a YAML file or one of: {', '.join(builtin_names())}"
+        )
+    return candidate
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Raises one-line errors that name the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        raise UserError(f"{self.source}: {key}={value!r} is invalid: {allowed}")
+
+    def mapping(self, key: str, value: Any, allowed_keys: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(key, value, f"a mapping with keys {', '.join(allowed_keys)}")
+        unknown = sorted(set(value) - set(allowed_keys))
+        if unknown:
+            self.fail(f"{key}.{unknown[0]}" if key else unknown[0], value[unknown[0]],
+                      f"unknown key; allowed: {', '.join(allowed_keys)}")
+        return value
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.fail(key, value, f"an integer >= {minimum}")
+        return value
+
+    def one_of(self, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            self.fail(key, value, f"one of {', '.join(allowed)}")
+        return value
+
+
+def _parse_param(check: _Checker, name: str, spec: dict[str, Any]) -> Param:
+    key = f"params.{name}"
+    kind = spec.get("type")
+    check.one_of(f"{key}.type", kind, tuple(DIST_KEYS))
+    check.mapping(key, spec, DIST_KEYS[kind])
+    if kind in ("categorical", "grid"):
+        list_key = "choices" if kind == "categorical" else "values"
+        values = spec.get(list_key)
+        if not isinstance(values, list) or not values:
+            check.fail(f"{key}.{list_key}", values, "a non-empty list")
+        for v in values:
+            if _is_number(v) and not math.isfinite(v):
+                check.fail(f"{key}.{list_key}", v, "finite values")
+        return Param(name=name, type=kind, choices=tuple(values))
+    for bound in ("low", "high"):
+        if bound not in spec:
+            check.fail(f"{key}.{bound}", None, f"required for type {kind}")
+        value = spec[bound]
+        if not _is_number(value) or not math.isfinite(value):
+            check.fail(f"{key}.{bound}", value, "a finite number")
+        if kind == "int" and not float(value).is_integer():
+            check.fail(f"{key}.{bound}", value, "an integer for type int")
+    low, high = spec["low"], spec["high"]
+    if low > high:
+        check.fail(f"{key}.low", low, f"at most high ({high})")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        check.fail(f"{key}.log", log, "true or false")
+    if log and low <= 0:
+        check.fail(f"{key}.low", low, "> 0 when log is true")
+    step = spec.get("step")
+    if step is not None:
+        if not _is_number(step) or not math.isfinite(step) or step <= 0:
+            check.fail(f"{key}.step", step, "a positive number")
+        if log and kind == "float":
+            check.fail(f"{key}.step", step, "omitted when log is true (Optuna cannot combine them for floats)")
+    if kind == "int":
+        low, high = int(low), int(high)
+        step = int(step) if step is not None else None
+    else:
+        low, high = float(low), float(high)
+    return Param(name=name, type=kind, low=low, high=high, log=log, step=step)
+
+
+def _check_against_trainer(check: _Checker, space: SearchSpace) -> None:
+    """Every bound of every parameter must make a valid TrainConfig: the trainer's rules are the space's."""
+    base = space.base_config()
+    defaults = {p.name: p.corners()[0] for p in space.params}
+    for param in space.params:
+        for value in param.corners():
+            try:
+                TrainConfig.from_dict({**base, **defaults, param.name: value})
+            except UserError as exc:
+                check.fail(f"params.{param.name}", value, str(exc).split(" is invalid: ", 1)[-1])
+    try:
+        TrainConfig.from_dict({**base, **defaults})
+    except UserError as exc:
+        raise UserError(f"{check.source}: {exc}") from None
+
+
+def parse_space(data: Any, source: str, name: str) -> SearchSpace:
+    check = _Checker(source)
+    check.mapping("", data, TOP_KEYS)
+    if "params" not in data:
+        check.fail("params", None, "required: a mapping of parameter names to distributions or fixed values")
+    raw_params = check.mapping("params", data["params"], SEARCHABLE)
+    params, fixed = [], {}
+    for pname, spec in raw_params.items():
+        if isinstance(spec, dict):
+            params.append(_parse_param(check, pname, spec))
+        else:
+            fixed[pname] = spec
+    grid = [p for p in params if p.type == "grid"]
+    sampler = check.one_of("sampler", data.get("sampler", "grid" if grid else "tpe"), SAMPLERS)
+    if sampler == "grid" and len(grid) != len(params):
+        odd = next(p for p in params if p.type != "grid")
+        check.fail(f"params.{odd.name}.type", odd.type, "grid (a grid space takes only grid values or fixed values)")
+    if grid and sampler != "grid":
+        check.fail("sampler", sampler, "grid when params use type grid")
+    budget_raw = check.mapping("budget", data.get("budget", {}), BUDGET_KEYS)
+    budget = Budget(**{k: check.integer(f"budget.{k}", v, 1 if k != "reduction_factor" else 2)
+                       for k, v in budget_raw.items()})
+    if budget.grace_iters > budget.max_iters:
+        check.fail("budget.grace_iters", budget.grace_iters, f"at most max_iters ({budget.max_iters})")
+    objective_raw = check.mapping("objective", data.get("objective", {}), ("metric", "mode"))
+    objective = Objective(
+        metric=check.one_of("objective.metric", objective_raw.get("metric", "val_loss"), REPORTED_METRICS),
+        mode=check.one_of("objective.mode", objective_raw.get("mode", "min"), ("min", "max")),
+    )
+    corpus = data.get("corpus", "tinyshakespeare")
+    if not isinstance(corpus, str) or not corpus:
+        check.fail("corpus", corpus, "a corpus name or a file path")
+    if corpus not in ("tinyshakespeare", "nextchar") and not Path(corpus).is_absolute():
+        corpus = str((Path(source).parent / corpus).resolve())  # a relative path is relative to the YAML file
+    normalize = data.get("normalize_whitespace", False)
+    if not isinstance(normalize, bool):
+        check.fail("normalize_whitespace", normalize, "true or false")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        check.fail("description", description, "a string")
+    space = SearchSpace(
+        name=name,
+        source=source,
+        description=description,
+        corpus=corpus,
+        normalize_whitespace=normalize,
+        num_samples=check.integer("num_samples", data.get("num_samples", 10), 1),
+        sampler=sampler,
+        seed=check.integer("seed", data.get("seed", 0), 0),
+        objective=objective,
+        budget=budget,
+        scheduler=check.one_of("scheduler", data.get("scheduler", "none" if grid else "asha"), SCHEDULERS),
+        params=tuple(params),
+        fixed=fixed,
+    )
+    _check_against_trainer(check, space)
+    return space
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Find, parse and validate a search space by built-in name or YAML path."""
+    path = find_space(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: a space file never builds objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    return parse_space(data, str(path), path.stem)
+
+
+def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
+    """The sampled parameters as Optuna distributions, for Ray Tune's OptunaSearch (its native vocabulary)."""
+    import optuna
+
+    dists: dict[str, Any] = {}
+    for p in space.params:
+        if p.type == "categorical":
+            dists[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+        elif p.type == "int":
+            dists[p.name] = optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,  # type: ignore[arg-type]
+                                                                 step=int(p.step or 1))
+        elif p.type == "float":
+            dists[p.name] = optuna.distributions.FloatDistribution(float(p.low), float(p.high),  # type: ignore[arg-type]
+                                                                   log=p.log, step=p.step)
+    return dists
+
+
+def grid_param_space(space: SearchSpace) -> dict[str, Any]:
+    """Grid values as Ray Tune grid_search entries (an exhaustive grid, no sampler)."""
+    from ray import tune
+
+    return {p.name: tune.grid_search(list(p.choices)) for p in space.params}
