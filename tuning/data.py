@@ -79,11 +79,12 @@ def _verified(path: Path, known: KnownCorpus, name: str) -> Path:
 
 
 def _download(known: KnownCorpus, name: str, target: Path) -> Path:
-    assert known.url is not None
+    url = known.url
+    assert url is not None
     from tqdm import tqdm  # progress bar; imported here because downloads are rare
 
     def fetch(tmp: Path) -> None:
-        with urllib.request.urlopen(known.url, timeout=30) as response, tmp.open("wb") as out:
+        with urllib.request.urlopen(url, timeout=30) as response, tmp.open("wb") as out:
             total = int(response.headers.get("Content-Length") or known.size)
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}") as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
@@ -102,7 +103,9 @@ def resolve_corpus(name_or_path: str, *, download: bool = True) -> Path:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             allowed = ", ".join(sorted(KNOWN_CORPORA))
-            raise UserError(f"corpus {name_or_path!r}: no such file (give a path to a UTF-8 text file or one of: {allowed})")
+            raise UserError(
+                f"corpus {name_or_path!r}: no such file (give a path to a UTF-8 text file or one of: {allowed})"
+            )
         return path
     candidates = []
     if os.environ.get(DATA_DIR_ENV):

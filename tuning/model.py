@@ -41,8 +41,10 @@ class ModelConfig:
         _check(self.cell in CELLS, "cell", self.cell, f"one of {sorted(CELLS)}")
         for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers", "head_width"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value, "an integer >= 1")
-        _check(isinstance(self.head_depth, int) and self.head_depth >= 0, "head_depth", self.head_depth, "an integer >= 0")
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            _check(is_int and value >= 1, name, value, "an integer >= 1")
+        depth = self.head_depth
+        _check(isinstance(depth, int) and depth >= 0, "head_depth", depth, "an integer >= 0")
         for name in ("dropout", "head_dropout"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, value, "a number in [0, 1)")
@@ -57,7 +59,8 @@ class CharLM(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
         rnn_dropout = config.dropout if config.num_layers > 1 else 0.0  # PyTorch warns otherwise
-        self.rnn = CELLS[config.cell](
+        cell: Any = CELLS[config.cell]  # nn.RNN/LSTM/GRU share this signature; RNNBase's own differs
+        self.rnn: nn.RNNBase = cell(
             config.embed_dim, config.hidden_size, num_layers=config.num_layers, dropout=rnn_dropout, batch_first=True
         )
         layers: list[nn.Module] = []

@@ -94,7 +94,8 @@ def md_escape(value: Any) -> str:
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
     if value is pd.NA:
         text = ""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
 def fmt(value: Any, kind: str = "") -> str:
@@ -175,11 +176,11 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     commands = meta.get("commands", [])
     out += ["| | |", "|---|---|"]
     header = [
-        ("command(s)", "<br>".join(f"`{c}`" for c in commands)),
+        ("command(s)", "<br>".join(f"`{md_escape(c)}`" for c in commands)),
         ("corpus", meta.get("corpus")),
         ("objective", f"{meta.get('objective', {}).get('metric')} ({meta.get('objective', {}).get('mode')})"),
         ("sampler", f"{meta.get('sampler')} (seed {meta.get('seed')})"),
-        ("scheduler", meta.get("scheduler") + (
+        ("scheduler", str(meta.get("scheduler", "?")) + (
             f" (grace {budget.get('grace_iters')}, reduction factor {budget.get('reduction_factor')}, "
             f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") == "asha" else "")),
         ("budget", f"{budget.get('max_iters')} iterations × {fmt(budget.get('chars_per_iter'), 'si')} characters"),
@@ -216,10 +217,11 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
         out += [f"### {md_escape(front)}", "", md_table(rows, {**TRIAL_COLUMNS}), ""]
     if t.pareto.empty:
         out += ["_No trial completed its full budget, so there is no front._", ""]
-    out += [f"Hypervolume of the accuracy / training-FLOPs-per-character front: **{t.hypervolume:.6g}** "
-            f"(reference point: accuracy {t.hv_reference[ACCURACY]}, "
-            f"{fmt(t.hv_reference['train_flops_per_char'], 'si')} FLOPs/char = 1.1 × the costliest completed trial).",
-            ""]
+    if not t.pareto.empty:
+        out += [f"Hypervolume of the accuracy / training-FLOPs-per-character front: **{t.hypervolume:.6g}** "
+                f"(reference point: accuracy {t.hv_reference[ACCURACY]}, "
+                f"{fmt(t.hv_reference['train_flops_per_char'], 'si')} FLOPs/char = 1.1 × the costliest completed "
+                "trial).", ""]
     if plots:
         out += ["## Plots", ""] + [f"![{md_escape(k)}]({v})" for k, v in plots.items()] + [""]
     out += ["## Cell × sequence length", "", cell_grid(trials), ""]
@@ -229,7 +231,8 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     if not samples.empty:
         out += ["## Text samples from the front models", ""]
         for _, row in samples.sort_values(ACCURACY, ascending=False).iterrows():
-            out += [f"**{row['trial_id']}** ({row['cell']}, seq {row['seq_len']}, H {row['hidden_size']}, "
+            out += [f"**{md_escape(row['trial_id'])}** ({md_escape(row['cell'])}, seq {row['seq_len']}, "
+                    f"H {row['hidden_size']}, "
                     f"acc {fmt(row[ACCURACY], 'pct')}) — prompt then sample:", "",
                     "```text", f"{row['sample_prompt']}⟶{row['sample']}".replace("```", "ʼʼʼ"), "```", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -293,7 +296,10 @@ def plot_curves(trials: pd.DataFrame, history: pd.DataFrame, path: Path, top: in
 
 def write_tables(t: Tables, out: Path) -> None:
     for name, frame in ((TRIALS_TABLE, t.trials), (HISTORY_TABLE, t.history), (PARETO_TABLE, t.pareto)):
-        atomic_write(out / name, lambda tmp, f=frame: f.to_parquet(tmp, index=False, engine="pyarrow"))
+        def write(tmp: Path, f: pd.DataFrame = frame) -> None:
+            f.to_parquet(tmp, index=False, engine="pyarrow")
+
+        atomic_write(out / name, write)
 
 
 def write_report(experiment_dir: Path, out: Path) -> Tables:

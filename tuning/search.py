@@ -260,7 +260,8 @@ def trial_config(plan: Plan, slots: Slots) -> dict[str, Any]:
     fixed.update(
         seed=plan.seed,
         threads=max(1, int(slots.cpus)),
-        device="cuda" if slots.gpus > 0 else "cpu",
+        # auto: CUDA where the trial's node has it. A logical GPU without CUDA (tests) trains on the CPU.
+        device="auto",
         gpu_memory_fraction=min(1.0, slots.gpus) if 0 < slots.gpus < 1 else 1.0,
     )
     return fixed

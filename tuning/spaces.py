@@ -37,9 +37,9 @@ from tuning.errors import UserError
 
 # Metrics every trial reports (tuning.train); an objective must be one of them.
 REPORTED_METRICS = (
-    "train_loss", "train_acc", "val_loss", "val_loss_last", "val_bpc", "val_ppl", "val_acc", "val_acc_last", "train_time_s",
-    "eval_time_s", "chars_trained", "params", "calflops_flops", "calflops_macs", "macs", "flops_per_char",
-    "macs_per_char", "train_flops_per_char", "inference_latency_ms", "inference_throughput",
+    "train_loss", "train_acc", "val_loss", "val_loss_last", "val_bpc", "val_ppl", "val_acc", "val_acc_last",
+    "train_time_s", "eval_time_s", "chars_trained", "params", "calflops_flops", "calflops_macs", "macs",
+    "flops_per_char", "macs_per_char", "train_flops_per_char", "inference_latency_ms", "inference_throughput",
 )
 # Training options a space may search or fix. The rest belong to the driver (device, threads, seed, …) or to
 # the budget section.
@@ -159,6 +159,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class _Checker:
     """Raises one-line errors that name the file and the key."""
 
@@ -190,14 +198,13 @@ class _Checker:
 
 def _parse_param(check: _Checker, name: str, spec: dict[str, Any]) -> Param:
     key = f"params.{name}"
-    kind = spec.get("type")
-    check.one_of(f"{key}.type", kind, tuple(DIST_KEYS))
+    kind = check.one_of(f"{key}.type", spec.get("type"), tuple(DIST_KEYS))
     check.mapping(key, spec, DIST_KEYS[kind])
     if kind in ("categorical", "grid"):
         list_key = "choices" if kind == "categorical" else "values"
         values = spec.get(list_key)
         if not isinstance(values, list) or not values:
-            check.fail(f"{key}.{list_key}", values, "a non-empty list")
+            raise UserError(f"{check.source}: {key}.{list_key}={values!r} is invalid: a non-empty list")
         for v in values:
             if _is_number(v) and not math.isfinite(v):
                 check.fail(f"{key}.{list_key}", v, "finite values")
@@ -206,6 +213,9 @@ def _parse_param(check: _Checker, name: str, spec: dict[str, Any]) -> Param:
         if bound not in spec:
             check.fail(f"{key}.{bound}", None, f"required for type {kind}")
         value = spec[bound]
+        if isinstance(value, str) and _looks_numeric(value):
+            check.fail(f"{key}.{bound}", value, f"a number, not a string (YAML reads {value} as text: write it "
+                                                "with a decimal point, e.g. 1.0e-4)")
         if not _is_number(value) or not math.isfinite(value):
             check.fail(f"{key}.{bound}", value, "a finite number")
         if kind == "int" and not float(value).is_integer():
@@ -233,23 +243,32 @@ def _parse_param(check: _Checker, name: str, spec: dict[str, Any]) -> Param:
 
 
 def _check_against_trainer(check: _Checker, space: SearchSpace) -> None:
-    """Every bound of every parameter must make a valid TrainConfig: the trainer's rules are the space's."""
-    base = space.base_config()
-    defaults = {p.name: p.corners()[0] for p in space.params}
+    """Every bound of every parameter must make a valid TrainConfig: the trainer's rules are the space's.
+
+    Each value is checked alone on top of the trainer's defaults, so an error names the key that is wrong.
+    """
+    base = {k: v for k, v in space.base_config().items() if k not in space.fixed}
+    for name, value in space.fixed.items():
+        try:
+            TrainConfig.from_dict({**base, name: value})
+        except UserError as exc:
+            check.fail(f"params.{name}", value, str(exc).split(" is invalid: ", 1)[-1])
     for param in space.params:
         for value in param.corners():
             try:
-                TrainConfig.from_dict({**base, **defaults, param.name: value})
+                TrainConfig.from_dict({**base, param.name: value})
             except UserError as exc:
                 check.fail(f"params.{param.name}", value, str(exc).split(" is invalid: ", 1)[-1])
     try:
-        TrainConfig.from_dict({**base, **defaults})
+        TrainConfig.from_dict(space.base_config())
     except UserError as exc:
         raise UserError(f"{check.source}: {exc}") from None
 
 
 def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     check = _Checker(source)
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the file must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
     check.mapping("", data, TOP_KEYS)
     if "params" not in data:
         check.fail("params", None, "required: a mapping of parameter names to distributions or fixed values")
@@ -307,11 +326,30 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     return space
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)  # type: ignore[arg-type]
+
+
 def load_space(name_or_path: str) -> SearchSpace:
     """Find, parse and validate a search space by built-in name or YAML path."""
     path = find_space(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: a space file never builds objects
+        # A safe loader: a space file never builds Python objects.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -38,6 +38,10 @@ Reporter = Callable[[Metrics, Path | None], None]
 
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_DIVERGED = "running", "completed", "diverged"
 EVAL_BATCH = 256  # validation windows per forward pass
+# A loss this many times the loss of a uniform guess (ln V) is divergence too: Adam keeps step sizes bounded,
+# so a far too large learning rate often gives huge but finite losses rather than NaN.
+DIVERGENCE_FACTOR = 10.0
+VAL_METRICS = ("val_loss", "val_loss_last", "val_bpc", "val_ppl", "val_acc", "val_acc_last")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -58,7 +62,9 @@ def batch_generator(config: TrainConfig, iteration: int) -> torch.Generator:
     return torch.Generator().manual_seed(config.seed * 1_000_003 + iteration)
 
 
-def draw_batch(ids: torch.Tensor, seq_len: int, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_batch(
+    ids: torch.Tensor, seq_len: int, batch_size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows as one gather: inputs and next-character targets, both (B, T)."""
     starts = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=gen).to(ids.device)
     index = starts[:, None] + torch.arange(seq_len + 1, device=ids.device)  # (B, T+1)
@@ -105,7 +111,9 @@ def evaluate(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> Metrics:
 
 
 @torch.inference_mode()
-def measure_inference(model: CharLM, seq_len: int, device: torch.device, repeats: int = 30, batch: int = 1024) -> Metrics:
+def measure_inference(
+    model: CharLM, seq_len: int, device: torch.device, repeats: int = 30, batch: int = 1024
+) -> Metrics:
     """Median latency of one next-character prediction (one window, batch 1) and throughput at a large batch."""
     model.eval()
 
@@ -129,7 +137,9 @@ def measure_inference(model: CharLM, seq_len: int, device: torch.device, repeats
 
 
 @torch.inference_mode()
-def generate(model: CharLM, corpus: Corpus, prompt: str, length: int, temperature: float, seq_len: int, seed: int) -> str:
+def generate(
+    model: CharLM, corpus: Corpus, prompt: str, length: int, temperature: float, seq_len: int, seed: int
+) -> str:
     """Sample ``length`` characters after ``prompt``; the model sees the last ``seq_len`` characters, as trained."""
     model.eval()
     device = next(model.parameters()).device
@@ -222,21 +232,23 @@ def train(
             train_loss = loss_sum.item() / config.steps_per_iter
             start = time.perf_counter()
             val = evaluate(model, val_x, val_y) if _finite(train_loss) else {}
+            if val and not _finite(val["val_loss"]):
+                val = {k: math.nan for k in val}
             progress["eval_time_s"] += time.perf_counter() - start
             metrics = {
                 "iteration": iteration,
                 "chars_trained": progress["chars_trained"],
                 "train_loss": train_loss,
                 "train_acc": correct.item() / (config.steps_per_iter * config.chars_per_step),
-                "val_loss": math.nan, "val_loss_last": math.nan, "val_bpc": math.nan, "val_ppl": math.nan, "val_acc": math.nan,
-                "val_acc_last": math.nan,
+                **dict.fromkeys(VAL_METRICS, math.nan),
                 **val,
                 "train_time_s": progress["train_time_s"],
                 "eval_time_s": progress["eval_time_s"],
                 **counts,
                 "trial_status": STATUS_RUNNING,
             }
-            if not _finite(train_loss, metrics["val_loss"]):
+            bound = DIVERGENCE_FACTOR * math.log(corpus.vocab_size)
+            if not _finite(train_loss, metrics["val_loss"]) or max(train_loss, metrics["val_loss"]) > bound:
                 # Reported, not raised: a too-high learning rate is a result of the search, not a crash.
                 metrics["trial_status"] = STATUS_DIVERGED
                 if report:

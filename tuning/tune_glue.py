@@ -55,6 +55,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
+        study: Any = self._ot_study
         status = (result or {}).get("trial_status")
         values: Any = None
         if error or status == STATUS_DIVERGED or result is None:
@@ -65,10 +66,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         else:
             state = TrialState.PRUNED
         try:
-            self._ot_study.tell(ot_trial, values, state=state)
+            study.tell(ot_trial, values, state=state)
         except ValueError as exc:  # e.g. a NaN objective: Optuna refuses it; the trial is then a failure
             logger.warning("optuna refused trial %s (%s); telling it as failed", trial_id, exc)
-            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+            study.tell(ot_trial, None, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

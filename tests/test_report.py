@@ -1,0 +1,627 @@
+"""Tests for tuning.report (and the parts of tuning.results / tuning.files it stands on), without Ray.
+
+Every table is built by hand with ``trials_frame`` / ``history_frame``; the expected fronts and hypervolumes
+are worked out in the comments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tuning import report
+from tuning.files import (
+    HISTORY_TABLE,
+    PARETO_TABLE,
+    PLOT_CURVES,
+    PLOT_FRONT,
+    REPORT_MD,
+    TRIALS_TABLE,
+    atomic_write,
+    atomic_write_text,
+)
+from tuning.report import (
+    ACCURACY,
+    COSTS,
+    PARETO_TYPES,
+    Tables,
+    build_tables,
+    front_name,
+    md_escape,
+    plot_curves,
+    plot_front,
+    render_markdown,
+    write_tables,
+)
+from tuning.results import (
+    HISTORY_TYPES,
+    STATUSES,
+    TRIAL_TYPES,
+    asha_milestones,
+    classify,
+    history_frame,
+    trials_frame,
+)
+
+NAN = math.nan
+FLOPS = "train_flops_per_char"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ACC_FLOPS_FRONT = front_name({ACCURACY: "max", FLOPS: "min"})
+ALL_FRONT = front_name({ACCURACY: "max", **{c: "min" for c in COSTS}})
+TWO_D_FRONTS = {cost: front_name({ACCURACY: "max", cost: "min"}) for cost in COSTS}
+
+META: dict[str, Any] = {
+    "space": "t",
+    "corpus": "nextchar",
+    "objective": {"metric": "val_loss", "mode": "min"},
+    "sampler": "tpe",
+    "seed": 0,
+    "scheduler": "asha",
+    "budget": {"chars_per_iter": 1000, "max_iters": 4, "grace_iters": 1, "reduction_factor": 2},
+    "hardware": {"cpu": "TestCPU", "cpu_count": 2, "gpu": None, "gpu_count": 0},
+    "versions": {"torch": "2.13.0", "ray": "2.60.0"},
+    "commands": ["python -m tuning.search --space t"],
+}
+
+
+def trial(tid: str, status: str, *, acc: float = NAN, flops: float = NAN, params: float = NAN,
+          time_s: float = NAN, latency: float = NAN, val_loss: float = NAN, cell: str = "lstm", seq_len: int = 32,
+          iteration: int | None = 4, sample: str | None = None, error: str | None = None) -> dict[str, Any]:
+    """One trial record as load_experiment builds it (only the columns the report looks at)."""
+    return {
+        "trial_id": tid, "status": status, "cell": cell, "seq_len": seq_len, "embed_dim": 16, "hidden_size": 32,
+        "num_layers": 1, "dropout": 0.0, "head_depth": 0, "head_width": 16, "head_dropout": 0.0, "lr": 0.002,
+        "batch_size": 8, "iteration": iteration, "chars_trained": None if iteration is None else 1000 * iteration,
+        "val_loss": val_loss, ACCURACY: acc, "best_val_loss": val_loss, "best_val_acc_last": acc,
+        "best_iteration": iteration, "params": params, FLOPS: flops, "train_time_s": time_s,
+        "inference_latency_ms": latency, "sample_prompt": None if sample is None else "To be",
+        "sample": sample, "error": error,
+    }
+
+
+def example_records() -> list[dict[str, Any]]:
+    """Five completed trials, two early-stopped, one diverged, one errored, one unfinished.
+
+    Completed (acc, flops, params, time, latency):
+        c1 (0.50, 100, 1000, 10, 1.0)
+        c2 (0.60, 200, 2000, 20, 2.0)
+        c3 (0.55, 300,  500,  5, 0.5)   c2 beats it on acc & FLOPs; cheapest in params/time/latency
+        c4 (0.70, 400, 4000, 40, 4.0)   best accuracy
+        c5 (0.65, 500, 5000, 50, 5.0)   c4 beats it everywhere
+    Fronts:
+        acc/FLOPs: c1 (cheapest), c2, c4 (c3 < c2, c5 < c4)            -> {c1, c2, c4}
+        acc/params, acc/time, acc/latency: c3 dominates c1 there        -> {c2, c3, c4}
+        all five objectives: only c5 is dominated (by c4)               -> {c1, c2, c3, c4}
+    The early-stopped e1 has the smallest FLOPs and the best accuracy and finite values everywhere: it
+    would dominate every completed trial if it entered the fronts. The diverged d1 has NaN accuracy.
+    """
+    return [
+        trial("c1", "completed", acc=0.50, flops=100, params=1000, time_s=10, latency=1.0, val_loss=1.9,
+              cell="gru", seq_len=32, sample="c1 sample text"),
+        trial("c2", "completed", acc=0.60, flops=200, params=2000, time_s=20, latency=2.0, val_loss=1.7,
+              cell="lstm", seq_len=64, sample="c2 sample text"),
+        trial("c3", "completed", acc=0.55, flops=300, params=500, time_s=5, latency=0.5, val_loss=1.8,
+              cell="rnn", seq_len=32, sample="c3 sample text"),
+        trial("c4", "completed", acc=0.70, flops=400, params=4000, time_s=40, latency=4.0, val_loss=1.5,
+              cell="lstm", seq_len=32, sample="c4 sample text"),
+        trial("c5", "completed", acc=0.65, flops=500, params=5000, time_s=50, latency=5.0, val_loss=1.6,
+              cell="gru", seq_len=64, sample="c5 NOT ON ANY FRONT"),
+        trial("e1", "early_stopped", acc=0.95, flops=10, params=100, time_s=1, latency=0.1, val_loss=1.0,
+              cell="rnn", seq_len=64, iteration=1, sample="e1 EARLY STOPPED"),
+        trial("e2", "early_stopped", acc=0.30, flops=150, params=1500, time_s=2, val_loss=2.5,
+              cell="gru", seq_len=32, iteration=2),
+        trial("d1", "diverged", acc=NAN, flops=50, params=50, time_s=1, val_loss=NAN, cell="rnn", iteration=1),
+        trial("r1", "errored", iteration=None, error="RuntimeError: CUDA out of memory"),
+        trial("u1", "unfinished", acc=0.4, flops=120, params=1200, time_s=3, val_loss=2.2, iteration=3),
+    ]
+
+
+def example_history(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        for it in range(1, (r["iteration"] or 0) + 1):
+            rows.append({"trial_id": r["trial_id"], "iteration": it, "chars_trained": 1000 * it,
+                         "train_loss": 3.0 / it, "val_loss": (r["val_loss"] or NAN) + 1.0 / it,
+                         ACCURACY: r[ACCURACY], "train_time_s": it * 0.5, "eval_time_s": it * 0.1})
+    return history_frame(rows)
+
+
+def example_tables(records: list[dict[str, Any]] | None = None, meta: dict[str, Any] | None = None) -> Tables:
+    records = example_records() if records is None else records
+    return build_tables(dict(META if meta is None else meta), trials_frame(records), example_history(records))
+
+
+def front_ids(t: Tables, front: str) -> set[str]:
+    return set(t.pareto.loc[t.pareto["front"] == front, "trial_id"])
+
+
+# --------------------------------------------------------------------------------------------- Pareto table
+
+
+def test_fronts_match_the_hand_worked_example() -> None:
+    t = example_tables()
+    assert front_ids(t, ACC_FLOPS_FRONT) == {"c1", "c2", "c4"}
+    for cost in ("params", "train_time_s", "inference_latency_ms"):
+        assert front_ids(t, TWO_D_FRONTS[cost]) == {"c2", "c3", "c4"}, cost
+    assert front_ids(t, ALL_FRONT) == {"c1", "c2", "c3", "c4"}
+    assert set(t.pareto["front"]) == {*TWO_D_FRONTS.values(), ALL_FRONT}
+    # The rows carry the trial's own numbers.
+    c1 = t.pareto[(t.pareto["front"] == ACC_FLOPS_FRONT) & (t.pareto["trial_id"] == "c1")].iloc[0]
+    assert (c1[ACCURACY], c1[FLOPS], c1["params"], c1["val_loss"]) == (0.50, 100.0, 1000.0, 1.9)
+    # Best first within a front (accuracy descending).
+    assert list(t.pareto.loc[t.pareto["front"] == ACC_FLOPS_FRONT, "trial_id"]) == ["c4", "c2", "c1"]
+
+
+def test_only_completed_trials_enter_fronts() -> None:
+    t = example_tables()
+    on_fronts = set(t.pareto["trial_id"])
+    # e1 (0.95 accuracy at 10 FLOPs/char) would dominate everything; it must not be on any front.
+    assert "e1" not in on_fronts
+    assert "d1" not in on_fronts  # diverged, NaN accuracy
+    assert on_fronts <= set(t.trials.loc[t.trials["status"] == "completed", "trial_id"])
+
+
+def test_nan_accuracy_never_on_a_front_even_when_marked_completed() -> None:
+    # Not what the trainer reports, but the front must not rely on the status alone to drop a NaN row.
+    records = [
+        trial("ok", "completed", acc=0.5, flops=100, params=10, time_s=1, latency=1),
+        trial("nan", "completed", acc=NAN, flops=1, params=1, time_s=0.1, latency=0.1),
+        trial("d1", "diverged", acc=NAN, flops=1, params=1, time_s=0.1, latency=0.1),
+    ]
+    t = example_tables(records)
+    assert set(t.pareto["trial_id"]) == {"ok"}
+    assert set(t.pareto["front"]) == {*TWO_D_FRONTS.values(), ALL_FRONT}
+
+
+def unique_members_in_all_front(t: Tables) -> None:
+    """Every 2-D front member whose (accuracy, cost) pair no other completed trial shares, and whose every
+    objective is finite, is on the all-objectives front.
+
+    Why: let P be on the (acc, c) front and Q dominate P on all objectives. Q is no worse than P in acc and c;
+    were it strictly better in either, Q would dominate P on (acc, c). So Q ties P in both. With ties, a
+    2-D front member can therefore drop off the full front (see the next test); without, it cannot.
+    """
+    done = t.trials[t.trials["status"] == "completed"]
+    objectives = [ACCURACY, *COSTS]
+    finite = done[objectives].astype("float64").notna().all(axis=1)
+    all_ids = front_ids(t, ALL_FRONT)
+    checked = 0
+    for cost, name in TWO_D_FRONTS.items():
+        for tid in front_ids(t, name):
+            row = done[done["trial_id"] == tid].iloc[0]
+            same_pair = (done[ACCURACY] == row[ACCURACY]) & (done[cost].astype("float64") == float(row[cost]))
+            if int(same_pair.sum()) == 1 and bool(finite[done["trial_id"] == tid].iloc[0]):
+                assert tid in all_ids, (cost, tid)
+                checked += 1
+    assert checked > 0
+
+
+def test_all_objectives_front_contains_each_untied_2d_member() -> None:
+    t = example_tables()
+    unique_members_in_all_front(t)
+    # In the example nothing is tied, so the full front is a plain superset of every 2-D front.
+    for name in TWO_D_FRONTS.values():
+        assert front_ids(t, name) <= front_ids(t, ALL_FRONT)
+
+
+def test_all_objectives_front_is_not_a_superset_with_ties() -> None:
+    # c4 and c6 tie on accuracy and FLOPs (both stay on that 2-D front: equal points do not dominate each
+    # other), but c6 has fewer parameters and ties elsewhere, so c6 dominates c4 on all objectives.
+    # c7 has the best accuracy but no latency: on the acc/FLOPs front, never on the full one (non-finite).
+    records = [
+        trial("c1", "completed", acc=0.50, flops=100, params=1000, time_s=10, latency=1.0),
+        trial("c4", "completed", acc=0.70, flops=400, params=4000, time_s=40, latency=4.0),
+        trial("c6", "completed", acc=0.70, flops=400, params=3000, time_s=40, latency=4.0),
+        trial("c7", "completed", acc=0.75, flops=600, params=6000, time_s=60, latency=NAN),
+    ]
+    t = example_tables(records)
+    assert front_ids(t, ACC_FLOPS_FRONT) == {"c1", "c4", "c6", "c7"}
+    assert front_ids(t, ALL_FRONT) == {"c1", "c6"}
+    unique_members_in_all_front(t)
+
+
+def test_hypervolume_two_trials_hand_computed() -> None:
+    # Completed: A (acc 0.6, 100 FLOPs/char), B (acc 0.8, 200). Reference: accuracy 0 and 1.1 × 200 = 220
+    # (the early-stopped trial at 1000 FLOPs/char and the diverged one at 5000 must not move it).
+    # Dominated region: A's box [100, 220] × [0, 0.6] = 72, plus B's [200, 220] × [0.6, 0.8] = 4 -> 76.
+    records = [
+        trial("A", "completed", acc=0.6, flops=100, params=10, time_s=1, latency=1),
+        trial("B", "completed", acc=0.8, flops=200, params=20, time_s=2, latency=2),
+        trial("E", "early_stopped", acc=0.95, flops=1000, params=5, time_s=0.5, latency=0.5, iteration=1),
+        trial("D", "diverged", acc=NAN, flops=5000, params=5, time_s=0.5, iteration=1),
+    ]
+    t = example_tables(records)
+    assert t.hv_reference[ACCURACY] == 0.0
+    assert t.hv_reference[FLOPS] == pytest.approx(220.0)
+    assert t.hypervolume > 0
+    assert t.hypervolume == pytest.approx(76.0)
+
+
+def test_hypervolume_of_the_example() -> None:
+    # Front c1 (0.5, 100), c2 (0.6, 200), c4 (0.7, 400); reference 1.1 × 500 (c5) = 550.
+    # 450 × 0.5 + 350 × 0.1 + 150 × 0.1 = 225 + 35 + 15 = 275.
+    t = example_tables()
+    assert t.hv_reference == {ACCURACY: 0.0, FLOPS: pytest.approx(550.0)}
+    assert t.hypervolume == pytest.approx(275.0)
+
+
+def test_no_completed_trial_gives_an_empty_typed_front() -> None:
+    records = [r for r in example_records() if r["status"] != "completed"]
+    t = example_tables(records)
+    assert t.pareto.empty
+    assert {c: str(d) for c, d in t.pareto.dtypes.items()} == PARETO_TYPES
+    assert t.hypervolume == 0.0
+    md = render_markdown(t)
+    assert "_No trial completed its full budget, so there is no front._" in md
+    assert "## Text samples" not in md
+
+
+def test_empty_experiment_builds_renders_and_writes(tmp_path: Path) -> None:
+    t = build_tables(dict(META), trials_frame([]), history_frame([]))
+    assert t.pareto.empty and t.hypervolume == 0.0
+    md = render_markdown(t)
+    assert "| 0 | 0 | 0 | 0 | 0 |" in md
+    assert "unfinished**" not in md
+    write_tables(t, tmp_path)
+    assert len(pd.read_parquet(tmp_path / TRIALS_TABLE)) == 0
+
+
+# ------------------------------------------------------------------------------------------------- Markdown
+
+
+def unescaped_pipes(line: str) -> int:
+    """Pipes that separate cells: GitHub's table rule, a pipe preceded by a backslash is content."""
+    return sum(1 for i, ch in enumerate(line) if ch == "|" and (i == 0 or line[i - 1] != "\\"))
+
+
+DELIMITER_ROW = re.compile(r"^\|?(\s*:?-+:?\s*\|)+\s*:?-*:?\s*$")
+
+
+def markdown_tables(md: str) -> list[list[str]]:
+    """Each GFM table of ``md`` as its lines (header, delimiter, rows), fenced code skipped.
+
+    A table runs from a header line followed by a delimiter row to the next blank line: a cell cut by a raw
+    newline makes a following line that still belongs to the table, so it is checked too.
+    """
+    lines = md.split("\n")
+    tables, i, fenced = [], 0, False
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            fenced = not fenced
+            i += 1
+            continue
+        if not fenced and line.startswith("|") and i + 1 < len(lines) and DELIMITER_ROW.match(lines[i + 1]):
+            j = i
+            while j < len(lines) and lines[j].strip():
+                j += 1
+            tables.append(lines[i:j])
+            i = j
+            continue
+        i += 1
+    return tables
+
+
+def bad_rows(md: str) -> list[str]:
+    bad = []
+    for table in markdown_tables(md):
+        want = unescaped_pipes(table[0])
+        bad += [row for row in table[1:] if unescaped_pipes(row) != want]
+    return bad
+
+
+def test_table_checker_catches_broken_rows() -> None:
+    good = "| a | b |\n|---|---|\n| 1 \\| 2 | 3 |\n"
+    assert bad_rows(good) == [] and len(markdown_tables(good)) == 1
+    assert bad_rows("| a | b |\n|---|---|\n| 1 | 2 | 3 |\n") == ["| 1 | 2 | 3 |"]
+    assert bad_rows("| a | b |\n|---|---|\n| x\ny | 3 |\n") == ["| x", "y | 3 |"]
+    assert bad_rows("```text\n| a |\n|---|\n| 1 | 2 |\n```\n") == []
+
+
+def test_markdown_contents() -> None:
+    t = example_tables()
+    md = render_markdown(t, {"front": PLOT_FRONT})
+    lines = md.split("\n")
+    # Status counts, in the order of STATUSES.
+    header = "| " + " | ".join(STATUSES) + " |"
+    assert header in lines
+    assert lines[lines.index(header) + 2] == "| 5 | 2 | 1 | 1 | 1 |"
+    assert "- `r1` errored: RuntimeError: CUDA out of memory" in lines
+    assert "**1 trial(s) unfinished**" in md
+    # Cell × sequence length: best trial per (cell, seq) among completed and early-stopped.
+    grid = lines.index("## Cell × sequence length")
+    assert lines[grid + 2] == "| cell | 32 | 64 |"
+    grid_rows = [line for line in lines[grid + 4: grid + 8] if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in grid_rows] == ["| gru", "| lstm", "| rnn"]
+    rnn = grid_rows[2].split(" | ")
+    assert rnn[1].startswith("1.8 · 55.00%") and rnn[2].startswith("1 · 95.00%")  # c3 at 32, e1 at 64
+    # The hypervolume and its reference point.
+    assert ("Hypervolume of the accuracy / training-FLOPs-per-character front: **275** "
+            "(reference point: accuracy 0.0, 550 FLOPs/char = 1.1 × the costliest completed trial)") in md
+    # Fronts and samples: front models only.
+    assert f"### {md_escape(ACC_FLOPS_FRONT)}" in lines and f"### {md_escape(ALL_FRONT)}" in lines
+    assert "## Text samples from the front models" in lines
+    for tid in ("c1", "c2", "c3", "c4"):
+        assert f"To be⟶{tid} sample text" in lines
+    assert "NOT ON ANY FRONT" not in md and "EARLY STOPPED" not in md
+    assert f"![front]({PLOT_FRONT})" in md
+    assert "`python -m tuning.search --space t`" in md
+    assert bad_rows(md) == []
+    assert len(markdown_tables(md)) >= 9  # header, status, best per cell, 5 fronts, grid, early-stopped
+
+
+def test_markdown_without_unfinished_or_errored_trials() -> None:
+    records = [r for r in example_records() if r["status"] not in ("unfinished", "errored")]
+    md = render_markdown(example_tables(records))
+    assert "unfinished**" not in md and "errored:" not in md
+    assert "| 5 | 2 | 1 | 0 | 0 |" in md
+
+
+def test_pipes_and_newlines_are_escaped_in_every_table() -> None:
+    records = example_records()
+    records[3]["cell"] = "lstm|x\ny"  # c4: on every front, best of its cell, in the grid
+    records[8]["error"] = "ValueError: a | b\r\nsecond line \\ end"
+    records.append(trial("c8", "completed", acc=0.2, flops=900, params=9000, time_s=90, latency=9.0,
+                         val_loss=2.9, cell="gru|\\|z", seq_len=64))
+    md = render_markdown(example_tables(records))
+    assert bad_rows(md) == [], bad_rows(md)
+    assert "| lstm\\|x<br>y |" in md  # best per cell, the fronts, the grid
+    table_lines = [line for table in markdown_tables(md) for line in table]
+    assert not [line for line in table_lines if "lstm|x" in line]
+    assert sum("lstm\\|x<br>y" in line for line in table_lines) >= 1 + 5 + 1  # best per cell, 5 fronts, grid
+    assert "- `r1` errored: ValueError: a \\| b<br>second line \\\\ end" in md
+    assert "| gru\\|\\\\\\|z |" in md
+
+
+def test_commands_with_a_pipe_are_escaped_in_the_header_table() -> None:
+    # write_meta records commands as shlex-quoted argv, so `--name 'a|b'` reaches the report verbatim.
+    meta = {**META, "commands": ["python -m tuning.search --space t --name 'a|b'"]}
+    md = render_markdown(example_tables(meta=meta))
+    assert bad_rows(md) == [], bad_rows(md)
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("a|b", "a\\|b"),
+        ("a\nb", "a<br>b"),
+        ("a\r\nb", "a<br>b"),
+        ("a\rb", "a<br>b"),  # a lone CR is a line ending too (CommonMark §2.1) and would cut a table row
+        ("a\\b", "a\\\\b"),
+        (None, ""),
+        (NAN, ""),
+        (pd.NA, ""),
+        (0.5, "0.5"),
+    ],
+)
+def test_md_escape(value: Any, want: str) -> None:
+    assert md_escape(value) == want
+
+
+def test_grid_bins_many_sequence_lengths() -> None:
+    records = [trial(f"t{s}", "completed", acc=0.5, flops=s, params=s, time_s=1, latency=1, val_loss=2 - s / 1000,
+                     seq_len=s) for s in (8, 12, 16, 20, 24, 28, 32, 36, 40)]
+    md = render_markdown(example_tables(records))
+    assert "| cell | 0–9 | 10–19 | 20–29 | 30–39 | 40–49 |" in md
+    assert bad_rows(md) == []
+
+
+# -------------------------------------------------------------------------------------------------- Parquet
+
+
+def arrow_type_ok(arrow_type: pa.DataType, dtype: str) -> bool:
+    if dtype == "Int64":
+        return arrow_type == pa.int64()
+    if dtype == "float64":
+        return arrow_type == pa.float64()
+    assert dtype == "string"
+    return arrow_type in (pa.string(), pa.large_string())
+
+
+def test_write_tables_types_and_round_trip(tmp_path: Path) -> None:
+    t = example_tables()
+    write_tables(t, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted([TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE])
+    for name, frame, types in ((TRIALS_TABLE, t.trials, TRIAL_TYPES), (HISTORY_TABLE, t.history, HISTORY_TYPES),
+                               (PARETO_TABLE, t.pareto, PARETO_TYPES)):
+        back = pd.read_parquet(tmp_path / name)
+        assert list(back.columns) == list(types), name
+        assert {c: str(d) for c, d in back.dtypes.items()} == types, name
+        pd.testing.assert_frame_equal(back, frame.reset_index(drop=True))
+        schema = pq.read_table(tmp_path / name).schema
+        assert schema.names == list(types)
+        wrong = {c: str(schema.field(c).type) for c, d in types.items() if not arrow_type_ok(schema.field(c).type, d)}
+        assert wrong == {}, name
+    assert len(pd.read_parquet(tmp_path / TRIALS_TABLE)) == 10
+
+
+def test_write_tables_twice_gives_equal_tables(tmp_path: Path) -> None:
+    t = example_tables()
+    write_tables(t, tmp_path)
+    first = {n: pd.read_parquet(tmp_path / n) for n in (TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE)}
+    first_arrow = {n: pq.read_table(tmp_path / n) for n in first}
+    write_tables(example_tables(), tmp_path)
+    for name, frame in first.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name), frame)
+        assert pq.read_table(tmp_path / name).equals(first_arrow[name])
+    assert sorted(os.listdir(tmp_path)) == sorted(first)  # no temporary files left behind
+
+
+# -------------------------------------------------------------------------------------------- Atomic writes
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "old content")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("new but cut sho", encoding="utf-8")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text(encoding="utf-8") == "old content"
+    assert os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_atomic_write_success_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "file.txt"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text(encoding="utf-8") == "new"
+    assert os.listdir(target.parent) == ["file.txt"]
+
+
+def test_write_tables_failure_keeps_previous_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = example_tables()
+    write_tables(t, tmp_path)
+    before = {n: (tmp_path / n).read_bytes() for n in (TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE)}
+
+    def broken(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    smaller = example_tables(example_records()[:2])
+    with pytest.raises(OSError, match="no space left"):
+        write_tables(smaller, tmp_path)
+    monkeypatch.undo()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(before)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / TRIALS_TABLE), t.trials)
+
+
+# ----------------------------------------------------------------------------------- classify / milestones
+
+
+@pytest.mark.parametrize(
+    ("max_iters", "grace", "factor", "want"),
+    [
+        (16, 1, 3, {1, 3, 9}),
+        (4, 1, 2, {1, 2}),
+        (9, 1, 3, {1, 3}),  # 9 is max_iters: a trial there has completed, not been stopped
+        (20, 2, 3, {2, 6, 18}),
+        (8, 3, 2, {3, 6}),
+        (4, 4, 2, set()),
+        (1, 1, 2, set()),
+    ],
+)
+def test_asha_milestones(max_iters: int, grace: int, factor: int, want: set[int]) -> None:
+    assert asha_milestones(max_iters, grace, factor) == want
+
+
+MILESTONES = {1, 3, 9}
+
+
+@pytest.mark.parametrize(
+    ("last", "ray_status", "error", "want"),
+    [
+        ({"iteration": 3, "trial_status": "running"}, "TERMINATED", None, "early_stopped"),
+        ({"iteration": 9, "trial_status": "running"}, "TERMINATED", None, "early_stopped"),
+        ({"iteration": 4, "trial_status": "running"}, "TERMINATED", None, "unfinished"),
+        ({"iteration": 3, "trial_status": "running"}, "RUNNING", None, "unfinished"),
+        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "unfinished"),
+        ({"iteration": 3, "trial_status": "running"}, None, None, "unfinished"),
+        ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", None, "completed"),
+        ({"iteration": 16, "trial_status": "completed"}, None, None, "completed"),
+        ({"iteration": 3, "trial_status": "diverged"}, "TERMINATED", None, "diverged"),
+        ({"iteration": 2, "trial_status": "diverged"}, "TERMINATED", None, "diverged"),
+        ({"iteration": 3, "trial_status": "running"}, "ERROR", None, "errored"),
+        ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", "OSError: gone", "errored"),
+        (None, "ERROR", None, "errored"),
+        (None, "TERMINATED", None, "unfinished"),
+        (None, "PENDING", None, "unfinished"),
+    ],
+)
+def test_classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, want: str) -> None:
+    assert classify(last, ray_status, error, 16, MILESTONES) == want
+
+
+def test_classify_without_milestones_never_early_stops() -> None:
+    assert classify({"iteration": 3, "trial_status": "running"}, "TERMINATED", None, 16, set()) == "unfinished"
+
+
+# ---------------------------------------------------------------------------------------------------- Plots
+
+
+def test_plots_write_png(tmp_path: Path) -> None:
+    t = example_tables()
+    plot_front(t.trials, tmp_path / PLOT_FRONT)
+    plot_curves(t.trials, t.history, tmp_path / PLOT_CURVES)
+    for name in (PLOT_FRONT, PLOT_CURVES):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+    assert sorted(os.listdir(tmp_path)) == sorted([PLOT_FRONT, PLOT_CURVES])
+
+
+# ------------------------------------------------------------------------------------- write_report / main
+
+
+def make_experiment(root: Path) -> Path:
+    """A hand-made Ray experiment directory: state file, trial folders, result.json lines, an error.txt."""
+    exp = root / "exp"
+    exp.mkdir()
+    (exp / "tuning_experiment.json").write_text(json.dumps(META), encoding="utf-8")
+    base = {"chars_trained": 0, "train_loss": 2.0, "val_loss": 2.0, ACCURACY: 0.4, "train_time_s": 1.0,
+            "params": 100, FLOPS: 1000.0}
+    trials = {
+        # id: (ray status, results by iteration, final extras, error)
+        "aaa": ("TERMINATED", 4, {"trial_status": "completed", "inference_latency_ms": 1.0, "sample": "hello",
+                                  "sample_prompt": "To be"}, None),
+        "bbb": ("TERMINATED", 2, {}, None),  # stopped by ASHA at milestone 2
+        "ccc": ("ERROR", 1, {}, "Traceback\n  ...\nRuntimeError: boom\n"),
+        "ddd": ("RUNNING", 3, {}, None),
+    }
+    state = []
+    for tid, (status, iters, extra, error) in trials.items():
+        d = exp / f"{tid}_00000"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps({"cell": "gru", "seq_len": 16, "hidden_size": 32}))
+        lines = []
+        for it in range(1, iters + 1):
+            row = {**base, "iteration": it, "chars_trained": 1000 * it, "val_loss": 2.0 - 0.1 * it,
+                   ACCURACY: 0.4 + 0.05 * it, "trial_status": "running"}
+            if it == iters:
+                row.update(extra)
+            lines.append(json.dumps(row))
+        (d / "result.json").write_text("\n".join(lines) + "\n")
+        if error:
+            (d / "error.txt").write_text(error)
+        state.append([json.dumps({"trial_id": tid, "status": status, "relative_logdir": d.name}), json.dumps({})])
+    (exp / "experiment_state-2024.json").write_text(json.dumps({"trial_data": state}))
+    return exp
+
+
+def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = make_experiment(tmp_path)
+    out = tmp_path / "report"
+    assert report.main([str(exp), "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == sorted([TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, PLOT_FRONT,
+                                              PLOT_CURVES])
+    trials = pd.read_parquet(out / TRIALS_TABLE).set_index("trial_id")
+    assert trials["status"].to_dict() == {"aaa": "completed", "bbb": "early_stopped", "ccc": "errored",
+                                          "ddd": "unfinished"}
+    assert trials.loc["ccc", "error"] == "RuntimeError: boom"
+    assert set(pd.read_parquet(out / PARETO_TABLE)["trial_id"]) == {"aaa"}
+    assert len(pd.read_parquet(out / HISTORY_TABLE)) == 4 + 2 + 1 + 3
+    md = (out / REPORT_MD).read_text(encoding="utf-8")
+    assert "| 1 | 1 | 0 | 1 | 1 |" in md and "RuntimeError: boom" in md and bad_rows(md) == []
+    assert f"![accuracy against training FLOPs per character]({PLOT_FRONT})" in md
+    for png in (PLOT_FRONT, PLOT_CURVES):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC)
+    printed = capsys.readouterr().out
+    assert "1 trial(s) unfinished" in printed and str(out / REPORT_MD) in printed
+
+
+def test_main_on_a_directory_that_is_not_an_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.main([str(tmp_path)]) == 2
+    assert "not an experiment directory" in capsys.readouterr().err

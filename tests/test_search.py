@@ -1,0 +1,174 @@
+"""End-to-end searches through the real driver, a real local Ray, real Optuna and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from tuning import search
+from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
+from tuning.results import STATUSES, load_experiment
+from tuning.spaces import load_space
+from tuning.tune_glue import PrunedAwareOptunaSearch, make_searcher
+
+HERE = Path(__file__).parent
+
+
+def read_trials(report_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(report_dir / TRIALS_TABLE)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_smoke_search_end_to_end(tmp_path: Path) -> None:
+    code = search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--name", "e2e",
+                        "--gpus-per-trial", "0", "--quiet", "--seed", "3"])
+    assert code == 0
+    exp = tmp_path / "e2e"
+    report = exp / "report"
+    for name in (TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE, REPORT_MD):
+        assert (report / name).is_file(), name
+    trials = read_trials(report)
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= set(STATUSES)
+    assert (trials["status"] == "completed").any()
+    assert set(trials["cell"]) <= {"rnn", "lstm", "gru"}
+    assert trials["seq_len"].between(10, 30).all()
+    history = pd.read_parquet(report / HISTORY_TABLE)
+    assert set(history["trial_id"]) == set(trials["trial_id"])
+    meta = json.loads((exp / EXPERIMENT_META).read_text())
+    assert meta["finished_at"] and meta["seed"] == 3
+    text = (report / REPORT_MD).read_text()
+    assert "python -m tuning.search --space smoke" in text and "## Pareto fronts" in text
+
+    # Optuna heard the truth: ASHA-stopped trials are PRUNED, full-budget ones COMPLETE.
+    state_file = next(exp.glob("searcher-state-*.pkl"))
+    restored = make_searcher(load_space("smoke"), 3)
+    restored.restore(str(state_file))
+    states = [t.state for t in restored._ot_study.trials]
+    assert states.count(TrialState.COMPLETE) == int((trials["status"] == "completed").sum())
+    assert states.count(TrialState.PRUNED) == int((trials["status"] == "early_stopped").sum())
+
+
+def test_pruned_not_complete_bookkeeping() -> None:
+    """Scripted results, no cluster: each ending is told to Optuna with the right state."""
+    searcher = make_searcher(load_space("smoke"), 0)
+    assert isinstance(searcher, PrunedAwareOptunaSearch)
+    endings = {
+        "a": ({"trial_status": "completed", "val_loss": 1.5, "iteration": 3}, False, TrialState.COMPLETE),
+        "b": ({"trial_status": "running", "val_loss": 2.5, "iteration": 1}, False, TrialState.PRUNED),
+        "c": ({"trial_status": "diverged", "val_loss": float("nan"), "iteration": 1}, False, TrialState.FAIL),
+        "d": (None, True, TrialState.FAIL),
+    }
+    for trial_id in endings:
+        assert searcher.suggest(trial_id)
+    for trial_id, (result, error, _) in endings.items():
+        if result:
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result, error=error)
+    got = {tid: searcher._ot_trials[tid] for tid in endings}
+    study_states = {t.number: t.state for t in searcher._ot_study.trials}
+    for trial_id, (_, _, want) in endings.items():
+        assert study_states[got[trial_id].number] == want, trial_id
+    pruned = next(t for t in searcher._ot_study.trials if t.state == TrialState.PRUNED)
+    assert pruned.intermediate_values == {1: 2.5}  # the low-budget score is kept as what it is
+    complete = next(t for t in searcher._ot_study.trials if t.state == TrialState.COMPLETE)
+    assert complete.value == 1.5
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_fractional_gpus_pack_four_trials(tmp_path: Path) -> None:
+    # The session's Ray has one logical GPU and 2 CPUs: 0.25 GPU and 0.5 CPU per trial gives four slots.
+    code = search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--name", "gpu", "--quiet",
+                        "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--num-samples", "4",
+                        "--max-iters", "2"])
+    assert code == 0
+    exp = tmp_path / "gpu"
+    meta = json.loads((exp / EXPERIMENT_META).read_text())
+    assert meta["resources"] == {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25, "slots": 4}
+    spans = []
+    for result_file in exp.glob("*/result.json"):
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        params = json.loads((result_file.parent / "params.json").read_text())
+        assert params["gpu_memory_fraction"] == 0.25  # each trial keeps to its share of the GPU's memory
+        end = rows[-1]["timestamp"]
+        spans.append((end - rows[-1]["time_total_s"], end))
+    assert len(spans) == 4
+    # all four ran at once: some moment lies inside every trial's span
+    assert max(s for s, _ in spans) < min(e for _, e in spans) + 1.0
+
+
+def _run_driver(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, by process group
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_driver_killed_then_resume_finishes(tmp_path: Path) -> None:
+    space = str(HERE / "spaces" / "resume.yaml")
+    storage = tmp_path / "runs"
+    proc = _run_driver(["--space", space, "--storage-path", str(storage), "--name", "killed", "--quiet",
+                        "--gpus-per-trial", "0"], tmp_path)
+    exp = storage / "killed"
+    try:
+        deadline = time.time() + 120
+        # kill once some trial has a checkpoint past iteration 2 but before everything is done
+        while time.time() < deadline:
+            rows = [line for f in exp.glob("*/result.json") for line in f.read_text().splitlines() if line]
+            if any(json.loads(r)["iteration"] >= 2 for r in rows):
+                break
+            assert proc.poll() is None, "driver exited before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial reached iteration 2 within 120 s")
+    finally:
+        _kill_group(proc)
+    _, before, _ = load_experiment(exp)
+    assert (before["status"] != "completed").any(), "the kill came too late to test anything"
+
+    code = search.main(["--space", space, "--storage-path", str(storage), "--resume", "--quiet",
+                        "--gpus-per-trial", "0"])
+    assert code == 0
+    meta, trials, history = load_experiment(exp)
+    assert len(trials) == 3 and trials["trial_id"].is_unique  # num_samples, no trial run twice
+    assert (trials["status"] == "completed").all()
+    # unfinished trials continued from their checkpoints: iterations run 1..8 with no restart from 1
+    for trial_id, curve in history.groupby("trial_id"):
+        assert list(curve["iteration"]) == list(range(1, 9)), trial_id
+    assert meta["finished_at"] and len(meta["commands"]) == 2
+    # the searcher's state survived: three distinct suggestions, none repeated after the restart
+    configs = {(r.cell, r.hidden_size) for r in trials.itertuples()}
+    assert len(configs) == 3
+    report = exp / "report" / REPORT_MD
+    assert report.is_file()
+
+
+def test_resume_without_experiment_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_searcher_state_pickles() -> None:
+    searcher = make_searcher(load_space("smoke"), 0)
+    searcher.suggest("x")
+    assert pickle.loads(pickle.dumps(searcher.__dict__))["_ot_trials"]

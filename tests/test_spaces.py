@@ -1,0 +1,322 @@
+"""Tests for tuning.spaces: the built-in spaces, Optuna distributions, grids and one-line validation errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from tuning.errors import UserError
+from tuning.spaces import (
+    REPORTED_METRICS,
+    builtin_names,
+    find_space,
+    grid_param_space,
+    load_space,
+    optuna_distributions,
+)
+
+BUILTINS = ("nextchar", "shakespeare", "smoke")
+
+# A small valid space in the built-ins' style (cell first); each invalid case below changes one thing.
+BASE: dict[str, Any] = {
+    "description": "test space",
+    "corpus": "nextchar",
+    "normalize_whitespace": True,
+    "num_samples": 4,
+    "sampler": "tpe",
+    "seed": 0,
+    "objective": {"metric": "val_loss", "mode": "min"},
+    "budget": {"chars_per_iter": 4000, "max_iters": 3, "grace_iters": 1, "reduction_factor": 2},
+    "scheduler": "asha",
+    "params": {
+        "cell": {"type": "categorical", "choices": ["rnn", "lstm", "gru"]},
+        "seq_len": {"type": "int", "low": 10, "high": 30},
+        "embed_dim": {"type": "int", "low": 8, "high": 32, "log": True},
+        "hidden_size": {"type": "int", "low": 16, "high": 64, "log": True},
+        "num_layers": {"type": "int", "low": 1, "high": 2},
+        "lr": {"type": "float", "low": 3.0e-3, "high": 3.0e-2, "log": True},
+        "batch_size": 16,
+    },
+}
+
+
+def write_space(tmp_path: Path, doc: Any, name: str = "space.yaml") -> Path:
+    """Write a document (a dict to dump as YAML, raw text, or raw bytes) to tmp_path and return its path."""
+    path = tmp_path / name
+    if isinstance(doc, bytes):
+        path.write_bytes(doc)
+    elif isinstance(doc, str):
+        path.write_text(doc, encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def changed(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    doc = copy.deepcopy(BASE)
+    edit(doc)
+    return doc
+
+
+def test_base_document_is_valid(tmp_path: Path) -> None:
+    space = load_space(str(write_space(tmp_path, BASE)))
+    assert [p.name for p in space.params] == ["cell", "seq_len", "embed_dim", "hidden_size", "num_layers", "lr"]
+    assert space.fixed == {"batch_size": 16}
+    assert space.name == "space"
+
+
+# --- built-in spaces -------------------------------------------------------------------------------------------
+
+
+def test_builtin_names() -> None:
+    assert tuple(builtin_names()) == BUILTINS
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_space_loads_and_validates(name: str) -> None:
+    space = load_space(name)
+    assert space.name == name
+    assert Path(space.source).is_file()
+    assert Path(space.source).name == f"{name}.yaml"
+    assert space.description
+    assert space.params
+    assert space.sampler == "tpe" and not space.is_grid and space.grid_size() == 0
+    assert space.scheduler == "asha"
+    assert space.objective.metric in REPORTED_METRICS
+    assert space.objective.mode in ("min", "max")
+    assert 1 <= space.budget.grace_iters <= space.budget.max_iters
+    assert space.num_samples >= 1
+    for p in space.params:
+        if p.type in ("int", "float"):
+            assert p.low is not None and p.high is not None and p.low <= p.high
+            assert not p.log or p.low > 0
+        else:
+            assert p.type == "categorical" and p.choices
+    cells = next(p for p in space.params if p.name == "cell")
+    assert set(cells.choices) == {"rnn", "lstm", "gru"}
+
+
+def test_shakespeare_space_contents() -> None:
+    space = load_space("shakespeare")
+    params = {p.name: p for p in space.params}
+    assert space.corpus == "tinyshakespeare"
+
+    cell = params["cell"]
+    assert cell.type == "categorical"
+    assert set(cell.choices) == {"rnn", "lstm", "gru"} and len(cell.choices) == 3
+
+    seq_len = params["seq_len"]
+    assert (seq_len.type, seq_len.low, seq_len.high, seq_len.log) == ("int", 10, 50, False)
+    assert isinstance(seq_len.low, int) and isinstance(seq_len.high, int)
+
+    hidden = params["hidden_size"]
+    assert (hidden.type, hidden.low, hidden.high, hidden.log) == ("int", 32, 512, True)
+
+    assert space.fixed == {"val_max_chars": 50000}
+    assert space.base_config()["val_max_chars"] == 50000
+
+
+def test_builtin_spaces_load_from_another_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert tuple(builtin_names()) == BUILTINS
+    for name in BUILTINS:
+        assert find_space(name).is_file()
+        space = load_space(name)
+        assert space.name == name
+        assert Path(space.source).is_absolute()
+        assert not Path(space.source).is_relative_to(tmp_path)
+
+
+def test_relative_corpus_path_is_relative_to_the_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "spaces").mkdir()
+    path = write_space(tmp_path / "spaces", changed(lambda d: d.update(corpus="text.txt")))
+    monkeypatch.chdir(tmp_path)
+    space = load_space(str(path))
+    assert space.corpus == str((tmp_path / "spaces" / "text.txt").resolve())
+
+
+# --- Optuna distributions --------------------------------------------------------------------------------------
+
+
+def test_optuna_distributions_shakespeare() -> None:
+    space = load_space("shakespeare")
+    dists = optuna_distributions(space)
+    assert set(dists) == {p.name for p in space.params}
+    assert "val_max_chars" not in dists  # fixed values are not sampled
+
+    cell = dists["cell"]
+    assert isinstance(cell, optuna.distributions.CategoricalDistribution)
+    assert set(cell.choices) == {"rnn", "lstm", "gru"}
+
+    seq_len = dists["seq_len"]
+    assert isinstance(seq_len, optuna.distributions.IntDistribution)
+    assert (seq_len.low, seq_len.high, seq_len.log, seq_len.step) == (10, 50, False, 1)
+
+    hidden = dists["hidden_size"]
+    assert isinstance(hidden, optuna.distributions.IntDistribution)
+    assert (hidden.low, hidden.high, hidden.log) == (32, 512, True)
+
+    lr = dists["lr"]
+    assert isinstance(lr, optuna.distributions.FloatDistribution)
+    assert lr.log is True and lr.step is None
+    assert math.isclose(lr.low, 3.0e-4) and math.isclose(lr.high, 1.0e-2)
+
+    dropout = dists["dropout"]
+    assert isinstance(dropout, optuna.distributions.FloatDistribution)
+    assert (dropout.low, dropout.high, dropout.log) == (0.0, 0.5, False)
+
+    batch = dists["batch_size"]
+    assert isinstance(batch, optuna.distributions.CategoricalDistribution)
+    assert tuple(batch.choices) == (32, 64, 128)
+
+
+def test_optuna_distributions_with_steps(tmp_path: Path) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        d["params"]["seq_len"] = {"type": "int", "low": 10, "high": 30, "step": 5}
+        d["params"]["dropout"] = {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1}
+
+    dists = optuna_distributions(load_space(str(write_space(tmp_path, changed(edit)))))
+    assert isinstance(dists["seq_len"], optuna.distributions.IntDistribution)
+    assert (dists["seq_len"].low, dists["seq_len"].high, dists["seq_len"].step) == (10, 30, 5)
+    assert isinstance(dists["dropout"], optuna.distributions.FloatDistribution)
+    assert dists["dropout"].step == pytest.approx(0.1)
+    assert dists["dropout"].log is False
+
+
+# --- grids -----------------------------------------------------------------------------------------------------
+
+GRID_DOC = """\
+corpus: nextchar
+normalize_whitespace: true
+budget: {chars_per_iter: 4000, max_iters: 2, grace_iters: 1, reduction_factor: 2}
+params:
+  cell: {type: grid, values: [rnn, lstm, gru]}
+  head_depth: {type: grid, values: [0, 1]}
+  seq_len: {type: grid, values: [10, 20]}
+  hidden_size: 32
+  batch_size: 16
+"""
+
+
+def test_grid_space(tmp_path: Path) -> None:
+    space = load_space(str(write_space(tmp_path, GRID_DOC)))
+    assert space.sampler == "grid"
+    assert space.is_grid
+    assert space.grid_size() == 3 * 2 * 2
+    assert space.scheduler == "none"  # a grid runs every point in full by default
+    assert {p.name: p.choices for p in space.params} == {
+        "cell": ("rnn", "lstm", "gru"), "head_depth": (0, 1), "seq_len": (10, 20)}
+    assert space.fixed == {"hidden_size": 32, "batch_size": 16}
+    assert optuna_distributions(space) == {}  # nothing for a sampler
+    assert grid_param_space(space) == {
+        "cell": {"grid_search": ["rnn", "lstm", "gru"]},
+        "head_depth": {"grid_search": [0, 1]},
+        "seq_len": {"grid_search": [10, 20]},
+    }
+
+
+def test_grid_mixed_with_sampled_params_is_rejected(tmp_path: Path) -> None:
+    doc = GRID_DOC.replace("head_depth: {type: grid, values: [0, 1]}", "head_depth: {type: int, low: 0, high: 1}")
+    path = write_space(tmp_path, doc)
+    with pytest.raises(UserError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert "params.head_depth.type" in message and "'int'" in message and "grid" in message
+
+
+def test_grid_with_a_non_grid_sampler_is_rejected(tmp_path: Path) -> None:
+    path = write_space(tmp_path, "sampler: tpe\n" + GRID_DOC)
+    with pytest.raises(UserError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert "sampler" in message and "'tpe'" in message
+
+
+# --- invalid documents -----------------------------------------------------------------------------------------
+
+
+def _set(section: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(d: dict[str, Any]) -> None:
+        d[section][key] = value
+    return edit
+
+
+def _param(name: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(d: dict[str, Any]) -> None:
+        d["params"][name] = {**d["params"][name], **changes}
+    return edit
+
+
+def _fixed_hidden_zero(d: dict[str, Any]) -> None:
+    d["params"]["hidden_size"] = 0
+
+
+def _cell_last_with_bad_first_choice(d: dict[str, Any]) -> None:
+    d["params"].pop("cell")
+    d["params"]["cell"] = {"type": "categorical", "choices": ["transformer", "rnn"]}
+
+
+# (document, key the message must name, value (as repr) the message must name after the key)
+INVALID: dict[str, tuple[Any, str, str]] = {
+    "unknown top-level key": (changed(lambda d: d.update(colour="red")), "colour", "'red'"),
+    "unknown param key": (changed(_set("params", "embed_size", 32)), "params.embed_size", "32"),
+    "unknown distribution key": (changed(_param("seq_len", lowest=5)), "params.seq_len.lowest", "5"),
+    "unknown distribution type": (changed(_param("seq_len", type="normal")), "params.seq_len.type", "'normal'"),
+    "wrong type for a bound": (changed(_param("seq_len", low="a")), "params.seq_len.low", "'a'"),
+    "non-integer bound for int": (changed(_param("seq_len", low=10.5)), "params.seq_len.low", "10.5"),
+    "low greater than high": (changed(_param("seq_len", low=40, high=30)), "params.seq_len.low", "40"),
+    "log with low <= 0": (changed(_param("lr", low=0.0)), "params.lr.low", "0.0"),
+    "log not a bool": (changed(_param("lr", log="yes")), "params.lr.log", "'yes'"),
+    "NaN bound": (changed(_param("lr", low=float("nan"))), "params.lr.low", "nan"),
+    "infinite bound": (changed(_param("lr", high=float("inf"))), "params.lr.high", "inf"),
+    "empty choices": (changed(_param("cell", choices=[])), "params.cell.choices", "[]"),
+    "unknown cell type": (changed(_param("cell", choices=["rnn", "transformer"])), "params.cell", "'transformer'"),
+    "unknown cell type, cell listed last": (changed(_cell_last_with_bad_first_choice), "params.cell", "'transformer'"),
+    "num_layers low 0": (changed(_param("num_layers", low=0)), "params.num_layers", "0"),
+    "hidden_size fixed 0": (changed(_fixed_hidden_zero), "hidden_size", "0"),
+    "seq_len low 1": (changed(_param("seq_len", low=1)), "params.seq_len", "1"),
+    "grace_iters > max_iters": (changed(_set("budget", "grace_iters", 5)), "budget.grace_iters", "5"),
+    "objective metric not reported": (changed(_set("objective", "metric", "val_f1")), "objective.metric", "'val_f1'"),
+    "objective mode": (changed(_set("objective", "mode", "lowest")), "objective.mode", "'lowest'"),
+    "num_samples 0": (changed(lambda d: d.update(num_samples=0)), "num_samples", "0"),
+    "unknown sampler": (changed(lambda d: d.update(sampler="cmaes")), "sampler", "'cmaes'"),
+    "missing params": (changed(lambda d: d.pop("params")), "params", "None"),
+    "malformed YAML": ("params: [unclosed\n", "malformed YAML", "line 2"),
+    "non-UTF-8 bytes": (b"description: caf\xe9\nparams:\n  cell: {type: categorical, choices: [rnn]}\n\xff\xfe\n",
+                        "UTF-8", ""),
+}
+
+
+@pytest.mark.parametrize(("doc", "key", "value"), list(INVALID.values()), ids=list(INVALID))
+def test_invalid_space_is_one_line_naming_file_key_and_value(tmp_path: Path, doc: Any, key: str, value: str) -> None:
+    path = write_space(tmp_path, doc, name="bad-space.yaml")
+    with pytest.raises(UserError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}: "), message
+    assert key in message, f"expected key {key!r} in: {message}"
+    after_key = message.split(key, 1)[1]
+    assert value in after_key, f"expected value {value!r} after {key!r} in: {message}"
+
+
+def test_yaml_bounds_parse_as_yaml_nan_and_inf(tmp_path: Path) -> None:
+    """The NaN/inf cases above are dumped as YAML's own .nan and .inf; check the spelling reaches the checker."""
+    for spelling, shown in ((".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")):
+        text = yaml.safe_dump(BASE, sort_keys=False).replace("high: 0.03", f"high: {spelling}")
+        assert spelling in text
+        path = write_space(tmp_path, text)
+        with pytest.raises(UserError) as info:
+            load_space(str(path))
+        assert f"params.lr.high={shown} " in str(info.value)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tuning.checkpoint import load_checkpoint
+from tuning.config import TrainConfig
+from tuning.errors import UserError
+from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+from tuning.train import STATUS_COMPLETED, STATUS_DIVERGED, draw_batch, train, validation_windows
+
+EXPECTED_KEYS = {
+    "iteration", "chars_trained", "train_loss", "train_acc", "val_loss", "val_bpc", "val_ppl", "val_acc",
+    "val_acc_last", "val_loss_last", "train_time_s", "eval_time_s", "params", "calflops_flops", "calflops_macs",
+    "macs", "flops_per_char", "macs_per_char", "train_flops_per_char", "trial_status",
+}
+
+
+def tiny(**overrides: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(corpus="nextchar", normalize_whitespace=True, cell="gru", seq_len=16, embed_dim=16,
+                                hidden_size=32, batch_size=16, chars_per_iter=4096, max_iters=4, lr=1e-2,
+                                sample_chars=20, threads=1)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def run(config: TrainConfig, **kwargs: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    train(config, lambda metrics, ckpt: rows.append(dict(metrics, _ckpt=ckpt)), **kwargs)
+    return rows
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_loss_falls_and_reports_everything(cell: str) -> None:
+    rows = run(tiny(cell=cell))
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert EXPECTED_KEYS <= set(r)
+        assert 0 <= r["val_acc"] <= 1 and 0 <= r["val_acc_last"] <= 1
+        assert r["val_bpc"] == pytest.approx(r["val_loss"] / math.log(2))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.3
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    # budget in characters: whole batches covering chars_per_iter each iteration
+    steps = math.ceil(4096 / (16 * 16))
+    assert rows[-1]["chars_trained"] == 4 * steps * 16 * 16
+    assert rows[1]["train_time_s"] > rows[0]["train_time_s"] > 0
+    last = rows[-1]
+    assert last["trial_status"] == STATUS_COMPLETED
+    assert last["inference_latency_ms"] > 0 and last["inference_throughput"] > 0
+    assert len(last["sample"]) == 20
+
+
+def test_batches_are_windows_of_the_text() -> None:
+    ids = torch.arange(100)
+    x, y = draw_batch(ids, 7, 5, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 7)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y - x, torch.ones_like(x))
+
+
+def test_validation_windows_are_consecutive_and_disjoint() -> None:
+    ids = torch.arange(23)
+    x, y = validation_windows(ids, 5)
+    assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    assert torch.equal(y, x + 1)
+
+
+def test_same_seed_same_metrics() -> None:
+    keys = ("train_loss", "val_loss", "val_acc", "val_acc_last")
+    a = [{k: r[k] for k in keys} for r in run(tiny(max_iters=2))]
+    b = [{k: r[k] for k in keys} for r in run(tiny(max_iters=2))]
+    c = [{k: r[k] for k in keys} for r in run(tiny(max_iters=2, seed=1))]
+    assert a == b
+    assert a != c
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
+    config = tiny(cell="lstm", head_depth=1, head_dropout=0.2, max_iters=4)
+    unbroken = run(config)
+
+    stop_after = 2
+    ckpt_dir = tmp_path / "ckpt"
+    kept = tmp_path / "kept"
+
+    def report(metrics: dict[str, Any], ckpt: Path | None) -> None:
+        if metrics["iteration"] == stop_after:
+            assert ckpt is not None
+            shutil.copytree(ckpt, kept)
+            raise KeyboardInterrupt  # the process dies here
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, report, checkpoint_dir=ckpt_dir)
+
+    # data, not pickles: weights load with weights_only=True, the rest is JSON
+    state = torch.load(kept / CHECKPOINT_WEIGHTS, weights_only=True)
+    assert {"model", "optimizer", "torch_rng"} <= set(state)
+    meta = json.loads((kept / CHECKPOINT_CONFIG).read_text())
+    assert meta["iteration"] == stop_after and isinstance(meta["vocab"], str) and len(meta["vocab"]) == 44
+    loaded = load_checkpoint(kept)
+    assert loaded.train_config == config and loaded.iteration == stop_after
+    assert loaded.state["optimizer"]["state"], "optimizer moments must be saved"
+
+    resumed = run(config, resume_from=kept)
+    assert [r["iteration"] for r in resumed] == [3, 4]
+    # resuming continues exactly where the unbroken run was: same batches, same optimizer state
+    for got, want in zip(resumed, unbroken[2:], strict=True):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+        assert got["chars_trained"] == want["chars_trained"]
+
+
+def test_loaded_model_predicts_like_the_trained_one(tmp_path: Path) -> None:
+    config = tiny(max_iters=1)
+    train(config, checkpoint_dir=tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    x = torch.randint(0, 44, (2, 16))
+    loaded.model.eval()
+    again = load_checkpoint(tmp_path).model.eval()
+    torch.testing.assert_close(loaded.model(x), again(x))
+    assert loaded.model.config.vocab_size == 44
+
+
+def test_divergence_is_reported_not_raised() -> None:
+    rows = run(tiny(lr=1e10, grad_clip=0.0, max_iters=5, cell="rnn"))
+    assert [r["trial_status"] for r in rows] == [STATUS_DIVERGED]  # stops at once, no checkpoint
+    assert rows[0]["_ckpt"] is None
+    assert rows[0]["train_loss"] > 10 * math.log(44)
+
+
+def test_batch_larger_than_training_split_is_refused() -> None:
+    with pytest.raises(UserError, match="batch_size=5000"):
+        train(tiny(batch_size=5000))
+
+
+@pytest.mark.parametrize(("field", "value"), [("seq_len", 1), ("lr", 0.0), ("lr", float("nan")),
+                                              ("max_iters", 0), ("cell", "lstmx"), ("device", "tpu")])
+def test_invalid_train_config(field: str, value: object) -> None:
+    with pytest.raises(UserError, match=field):
+        tiny(**{field: value})
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(UserError, match="unknown training option"):
+        TrainConfig.from_dict({"hiden_size": 3})
+
+
+def test_trainer_does_not_import_ray() -> None:
+    import subprocess
+
+    code = "import sys, tuning.train, tuning.report; assert not any(m == 'ray' or m.startswith('ray.') " \
+           "for m in sys.modules), 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
