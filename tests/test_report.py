@@ -536,7 +536,11 @@ MILESTONES = {1, 3, 9}
         ({"iteration": 3, "trial_status": "diverged"}, "TERMINATED", None, "diverged"),
         ({"iteration": 2, "trial_status": "diverged"}, "TERMINATED", None, "diverged"),
         ({"iteration": 3, "trial_status": "running"}, "ERROR", None, "errored"),
-        ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", "OSError: gone", "errored"),
+        # a failure that max_failures recovered from leaves error.txt behind; the trial still completed
+        ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", "OSError: gone", "completed"),
+        ({"iteration": 3, "trial_status": "running"}, "RUNNING", "OSError: gone", "unfinished"),
+        # without Ray's state file, an error file is all there is to go on
+        ({"iteration": 3, "trial_status": "running"}, None, "OSError: gone", "errored"),
         (None, "ERROR", None, "errored"),
         (None, "TERMINATED", None, "unfinished"),
         (None, "PENDING", None, "unfinished"),

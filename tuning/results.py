@@ -81,15 +81,15 @@ def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[in
 
 def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
              milestones: set[int]) -> str:
-    if error or ray_status == "ERROR":
-        return "errored"
-    if last is None:
-        return "unfinished"
-    reported = last.get("trial_status")
-    if reported == "completed":
+    reported = (last or {}).get("trial_status")
+    if reported == "completed":  # error.txt may remain from a failure that a restart recovered from
         return "completed"
     if reported == "diverged":
         return "diverged"
+    if ray_status == "ERROR" or (ray_status is None and error):
+        return "errored"
+    if last is None:
+        return "unfinished"
     if ray_status == "TERMINATED" and int(last.get("iteration", 0)) in milestones:
         return "early_stopped"
     return "unfinished"

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"GPU share per trial (default {DEFAULT_GPU_SHARE} when the cluster has GPUs, else 0)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: the slots the cluster has)")
     p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
+    p.add_argument("--trial-timeout-s", type=float, default=1800.0,
+                   help="end a trial that reports nothing for this long (0 = never; default 1800)")
     p.add_argument("--storage-path", default="./runs", help="experiment storage: a directory or s3:// / gs:// URI")
     p.add_argument("--name", help="experiment name (default: SPACE-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
@@ -148,6 +150,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UserError(f"--max-concurrent={args.max_concurrent} is invalid: an integer >= 1")
     if args.max_failures < 0:
         raise UserError(f"--max-failures={args.max_failures} is invalid: an integer >= 0")
+    if not (args.trial_timeout_s >= 0 and math.isfinite(args.trial_timeout_s)):
+        raise UserError(f"--trial-timeout-s={args.trial_timeout_s} is invalid: seconds >= 0 (0 turns it off)")
     if args.time_budget_s is not None and not (args.time_budget_s > 0 and math.isfinite(args.time_budget_s)):
         raise UserError(f"--time-budget-s={args.time_budget_s} is invalid: a number of seconds > 0")
     corpus = load_corpus(space.corpus, space.normalize_whitespace)
@@ -336,7 +340,9 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
 
     space = plan.space
     resources = {"cpu": slots.cpus, "gpu": slots.gpus}
-    runnable = tune.with_resources(tune.with_parameters(trainable, corpus=plan.corpus), resources)
+    runnable = tune.with_resources(
+        tune.with_parameters(trainable, corpus=plan.corpus, trial_timeout_s=args.trial_timeout_s), resources
+    )
     if args.resume:
         return tune.Tuner.restore(f"{plan.storage}/{plan.name}", trainable=runnable,
                                   resume_unfinished=True, resume_errored=True)
