@@ -423,6 +423,8 @@ def arrow_type_ok(arrow_type: pa.DataType, dtype: str) -> bool:
         return arrow_type == pa.int64()
     if dtype == "float64":
         return arrow_type == pa.float64()
+    if dtype == "boolean":
+        return arrow_type == pa.bool_()
     assert dtype == "string"
     return arrow_type in (pa.string(), pa.large_string())
 

@@ -22,7 +22,7 @@ from tuning.spaces import (
     optuna_distributions,
 )
 
-BUILTINS = ("nextchar", "shakespeare", "smoke")
+BUILTINS = ("hw3-p1", "hw3-p2", "nextchar", "shakespeare", "smoke")
 
 # A small valid space in the built-ins' style (cell first); each invalid case below changes one thing.
 BASE: dict[str, Any] = {
@@ -87,8 +87,11 @@ def test_builtin_space_loads_and_validates(name: str) -> None:
     assert Path(space.source).name == f"{name}.yaml"
     assert space.description
     assert space.params
-    assert space.sampler == "tpe" and not space.is_grid and space.grid_size() == 0
-    assert space.scheduler == "asha"
+    if name.startswith("hw3-"):  # the homework's studies: exhaustive grids, every configuration at full budget
+        assert space.is_grid and space.scheduler == "none" and space.grid_size() == (9 if name == "hw3-p1" else 12)
+    else:
+        assert space.sampler == "tpe" and not space.is_grid and space.grid_size() == 0
+        assert space.scheduler == "asha"
     assert space.objective.metric in REPORTED_METRICS
     assert space.objective.mode in ("min", "max")
     assert 1 <= space.budget.grace_iters <= space.budget.max_iters

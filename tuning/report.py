@@ -51,10 +51,60 @@ class Tables:
     pareto: pd.DataFrame  # one row per (front, trial on it)
     hypervolume: float
     hv_reference: dict[str, float]
+    hv_trace: pd.DataFrame | None = None  # multi-objective searches: hypervolume as trials complete
 
 
 def front_name(objectives: dict[str, str]) -> str:
     return " & ".join(f"{k} ({v})" for k, v in objectives.items())
+
+
+def full_budget(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that may enter a front: completed their budget and within the experiment's constraints."""
+    feasible = trials["feasible"].fillna(True).astype(bool) if "feasible" in trials else True
+    return trials[(trials["status"] == "completed") & feasible]
+
+
+def searched_objectives(meta: dict[str, Any]) -> dict[str, str]:
+    listed = meta.get("objectives") or [meta.get("objective") or {"metric": "val_loss", "mode": "min"}]
+    return {o["metric"]: o["mode"] for o in listed}
+
+
+def hv_reference(done: pd.DataFrame, objectives: dict[str, str]) -> dict[str, float]:
+    """A reference point 10% beyond the worst completed trial in each objective (0 for a maximised share)."""
+    ref = {}
+    for metric, mode in objectives.items():
+        values = done[metric].astype("float64")
+        if mode == "max":
+            ref[metric] = 0.0 if values.min() >= 0 else float(values.min() * 1.1)
+        else:
+            ref[metric] = float(values.max() * 1.1)
+    return ref
+
+
+def hypervolume_trace(trials: pd.DataFrame, history: pd.DataFrame, objectives: dict[str, str],
+                      started_at: float) -> pd.DataFrame:
+    """Hypervolume of the searched objectives' front as trials complete, against wall time and compute.
+
+    Compute at a moment is every character trained by any trial up to then (early-stopped trials included:
+    they were paid for). The reference point is fixed from all completed trials, so the curve is monotone.
+    """
+    done = full_budget(trials).dropna(subset=[*objectives, "ended_at"]).sort_values("ended_at")
+    columns = ["trial_id", "wall_s", "chars_trained", "hypervolume"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    ref = hv_reference(done, objectives)
+    stamps = history["timestamp"].astype("float64")
+    rows = []
+    for k in range(1, len(done) + 1):
+        seen = done.iloc[:k]
+        end = float(seen["ended_at"].iloc[-1])
+        points = pareto.to_minimisation(seen, objectives)
+        ref_min = [(-ref[m] if mode == "max" else ref[m]) for m, mode in objectives.items()]
+        rows.append({"trial_id": seen["trial_id"].iloc[-1], "wall_s": end - started_at,
+                     "chars_trained": int(history.loc[stamps <= end, "chars_trained"].groupby(
+                         history.loc[stamps <= end, "trial_id"]).max().sum()),
+                     "hypervolume": pareto.hypervolume(points, ref_min)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def build_pareto(trials: pd.DataFrame) -> tuple[pd.DataFrame, float, dict[str, float]]:
@@ -63,7 +113,7 @@ def build_pareto(trials: pd.DataFrame) -> tuple[pd.DataFrame, float, dict[str, f
     Early-stopped trials are left out on purpose: an undertrained tiny model would look non-dominated on
     FLOPs. Returns the rows, the accuracy/FLOPs hypervolume and its reference point.
     """
-    done = trials[trials["status"] == "completed"]
+    done = full_budget(trials)
     fronts: list[dict[str, str]] = [{ACCURACY: "max", cost: "min"} for cost in COSTS]
     fronts.append({ACCURACY: "max", **{cost: "min" for cost in COSTS}})
     rows = []
@@ -83,7 +133,12 @@ def build_pareto(trials: pd.DataFrame) -> tuple[pd.DataFrame, float, dict[str, f
 
 def build_tables(meta: dict[str, Any], trials: pd.DataFrame, history: pd.DataFrame) -> Tables:
     frame, hv, reference = build_pareto(trials)
-    return Tables(meta, trials, history, frame, hv, reference)
+    trace = None
+    objectives = searched_objectives(meta)
+    if len(objectives) > 1:
+        started = pd.Timestamp(meta["started_at"]).timestamp() if meta.get("started_at") else 0.0
+        trace = hypervolume_trace(trials, history, objectives, started)
+    return Tables(meta, trials, history, frame, hv, reference, trace)
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -178,7 +233,9 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     header = [
         ("command(s)", "<br>".join(f"`{md_escape(c)}`" for c in commands)),
         ("corpus", meta.get("corpus")),
-        ("objective", f"{meta.get('objective', {}).get('metric')} ({meta.get('objective', {}).get('mode')})"),
+        ("objective(s)", ", ".join(f"{k} ({v})" for k, v in searched_objectives(meta).items())),
+        ("constraints", ", ".join(f"{k} ≤ {fmt(v, 'si')}" for k, v in (meta.get("constraints") or {}).items())
+         or "none"),
         ("sampler", f"{meta.get('sampler')} (seed {meta.get('seed')})"),
         ("scheduler", str(meta.get("scheduler", "?")) + (
             f" (grace {budget.get('grace_iters')}, reduction factor {budget.get('reduction_factor')}, "
@@ -222,6 +279,23 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
                 f"(reference point: accuracy {t.hv_reference[ACCURACY]}, "
                 f"{fmt(t.hv_reference['train_flops_per_char'], 'si')} FLOPs/char = 1.1 × the costliest completed "
                 "trial).", ""]
+    if t.hv_trace is not None:
+        objectives = searched_objectives(meta)
+        done = full_budget(trials)
+        out += ["## The searched objectives", "",
+                f"Front over {front_name(objectives)} among full-budget trials, and its hypervolume as trials "
+                "completed, against wall time and characters trained (reference point: "
+                + ", ".join(f"{k} {fmt(v)}" for k, v in (hv_reference(done, objectives) if len(done) else {}).items())
+                + ").", ""]
+        front = pareto.pareto_front(done, objectives) if len(done) else done
+        out += [md_table(front, TRIAL_COLUMNS), "",
+                md_table(t.hv_trace, {"trial_id": ("completed trial", ""), "wall_s": ("wall s", ""),
+                                      "chars_trained": ("characters trained", "si"),
+                                      "hypervolume": ("hypervolume", "")}), ""]
+    if "feasible" in trials and (trials["feasible"] == False).any():  # noqa: E712 (nullable boolean)
+        bad = trials[trials["feasible"] == False]  # noqa: E712
+        out += [f"{len(bad)} trial(s) broke a constraint and are kept off every front: "
+                + ", ".join(f"`{i}`" for i in bad["trial_id"]), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{md_escape(k)}]({v})" for k, v in plots.items()] + [""]
     out += ["## Cell × sequence length", "", cell_grid(trials), ""]

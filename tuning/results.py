@@ -144,11 +144,16 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         for extra in ("inference_latency_ms", "inference_throughput", "sample_prompt", "sample"):
             record[extra] = (last or {}).get(extra)
         record["node_ip"] = (last or {}).get("node_ip")
+        record["ended_at"] = (last or {}).get("timestamp")
+        constraints = meta.get("constraints") or {}
+        record["feasible"] = all(not _finite((last or {}).get(m)) or float((last or {})[m]) <= bound
+                                 for m, bound in constraints.items())
         record["checkpoint_path"] = str(checkpoints[-1]) if checkpoints else None
         record["error"] = error
         trials.append(record)
         for r in rows:
-            history.append({"trial_id": trial_id, **{m: r.get(m) for m in HISTORY_METRICS}})
+            history.append({"trial_id": trial_id, **{m: r.get(m) for m in HISTORY_METRICS},
+                            "timestamp": r.get("timestamp")})
     return meta, trials_frame(trials), history_frame(history)
 
 
@@ -170,9 +175,11 @@ TRIAL_TYPES: dict[str, str] = {
     "inference_latency_ms": "float64", "inference_throughput": "float64",
     "sample_prompt": "string", "sample": "string", "node_ip": "string", "checkpoint_path": "string",
     "error": "string",
+    "ended_at": "float64",  # Unix time of the trial's last report
+    "feasible": "boolean",  # within the experiment's constraints (a cost not reported yet counts as within)
 }
 HISTORY_TYPES: dict[str, str] = {"trial_id": "string", "iteration": "Int64", "chars_trained": "Int64",
-                                 **{m: "float64" for m in HISTORY_METRICS[2:]}}
+                                 **{m: "float64" for m in HISTORY_METRICS[2:]}, "timestamp": "float64"}
 
 
 def _typed(records: list[dict[str, Any]], types: dict[str, str]) -> pd.DataFrame:
@@ -182,6 +189,8 @@ def _typed(records: list[dict[str, Any]], types: dict[str, str]) -> pd.DataFrame
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
         elif dtype == "Int64":
             frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
+        elif dtype == "boolean":
+            frame[column] = frame[column].astype("boolean")
         else:
             frame[column] = frame[column].astype("string")
     return frame

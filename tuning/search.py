@@ -16,7 +16,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, atomic_write_json
-from tuning.spaces import SearchSpace, load_space
+from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
 # then loses up to that much bookkeeping. Our iterations take seconds to minutes, so saving every second
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted experiment (--name, or the latest one of this space)")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
+    p.add_argument("--objectives", help="several objectives, e.g. val_loss:min,flops_per_char:min (multi-objective "
+                                        "search: Optuna's NSGA-II/MO-TPE and the Pareto-aware MO-ASHA scheduler)")
+    p.add_argument("--max-flops-per-char", type=float, help="constraint: forward FLOPs per character at most this")
+    p.add_argument("--max-params", type=float, help="constraint: parameters at most this")
+    p.add_argument("--max-inference-ms", type=float, help="constraint: inference latency (ms) at most this")
     p.add_argument("--seed", type=int, help="sampler and training seed (default: the space's seed)")
     p.add_argument("--report-dir", help="where the report goes (default: EXPERIMENT_DIR/report)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard, on 127.0.0.1 only")
@@ -138,6 +143,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if args.max_iters < 1:
             raise UserError(f"--max-iters={args.max_iters} is invalid: an integer >= 1")
         space = space.with_max_iters(args.max_iters)
+    if args.objectives:
+        space = replace(space, objectives=parse_objectives_flag(args.objectives))
+    constraints = dict(space.constraints)
+    for flag, metric in (("max_flops_per_char", "flops_per_char"), ("max_params", "params"),
+                         ("max_inference_ms", "inference_latency_ms")):
+        value = getattr(args, flag)
+        if value is not None:
+            if not (value > 0 and math.isfinite(value)):
+                raise UserError(f"--{flag.replace('_', '-')}={value} is invalid: a positive number")
+            constraints[metric] = value
+    space = replace(space, constraints=constraints)
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples={args.num_samples} is invalid: an integer >= 1")
     if args.cpus_per_trial <= 0:
@@ -316,6 +332,8 @@ def write_meta(experiment_dir: Path, plan: Plan, slots: Slots, argv: list[str], 
         description=space.description,
         corpus=space.corpus,
         objective={"metric": space.objective.metric, "mode": space.objective.mode},
+        objectives=[{"metric": o.metric, "mode": o.mode} for o in space.objectives],
+        constraints=space.constraints,
         sampler=space.sampler,
         scheduler=space.scheduler,
         budget=asdict(space.budget),
@@ -348,7 +366,14 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
                                   resume_unfinished=True, resume_errored=True)
     metric, mode = space.objective.metric, space.objective.mode
     scheduler: Any = FIFOScheduler()
-    if space.scheduler == "asha":
+    if space.scheduler == "asha" and space.is_multi_objective:
+        from tuning.mo_asha import STATE_FILE, ParetoASHA
+
+        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / STATE_FILE
+        scheduler = ParetoASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
+                               max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
+                               reduction_factor=space.budget.reduction_factor, state_file=local_state)
+    elif space.scheduler in ("asha", "asha_first"):
         # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
         # rows and drops the one sent just before a crash, so it can lag after a restore.
         scheduler = ASHAScheduler(time_attr="iteration", metric=metric, mode=mode, max_t=space.budget.max_iters,

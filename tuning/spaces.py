@@ -49,6 +49,7 @@ SEARCHABLE = (
     "sample_chars", "temperature",
 )
 TOP_KEYS = ("description", "corpus", "normalize_whitespace", "num_samples", "sampler", "seed", "objective",
+            "objectives", "constraints",
             "budget", "scheduler", "params")
 BUDGET_KEYS = ("chars_per_iter", "max_iters", "grace_iters", "reduction_factor")
 DIST_KEYS = {
@@ -57,8 +58,12 @@ DIST_KEYS = {
     "categorical": ("type", "choices"),
     "grid": ("type", "values"),
 }
-SAMPLERS = ("tpe", "random", "grid")
-SCHEDULERS = ("asha", "none")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+# asha: Ray's ASHA for one objective, the Pareto-aware MO-ASHA (tuning.mo_asha) for several;
+# asha_first: Ray's ASHA on the first objective even when there are several; none: every trial runs to the end.
+SCHEDULERS = ("asha", "asha_first", "none")
+# Costs a space may bound (--max-flops-per-char, --max-params, --max-inference-ms); Optuna learns the feasible region.
+CONSTRAINABLE = ("flops_per_char", "train_flops_per_char", "macs_per_char", "params", "inference_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,21 @@ class SearchSpace:
     num_samples: int = 10
     sampler: str = "tpe"
     seed: int = 0
-    objective: Objective = field(default_factory=Objective)
+    objectives: tuple[Objective, ...] = (Objective(),)
+    constraints: dict[str, float] = field(default_factory=dict)  # metric -> upper bound
     budget: Budget = field(default_factory=Budget)
     scheduler: str = "asha"
     params: tuple[Param, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objective(self) -> Objective:
+        """The first objective: what single-objective parts (Ray's ASHA, summaries) use."""
+        return self.objectives[0]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def is_grid(self) -> bool:
@@ -265,6 +280,26 @@ def _check_against_trainer(check: _Checker, space: SearchSpace) -> None:
         raise UserError(f"{check.source}: {exc}") from None
 
 
+def parse_objective(check: _Checker, key: str, raw: Any) -> Objective:
+    raw = check.mapping(key, raw, ("metric", "mode"))
+    return Objective(
+        metric=check.one_of(f"{key}.metric", raw.get("metric", "val_loss"), REPORTED_METRICS),
+        mode=check.one_of(f"{key}.mode", raw.get("mode", "min"), ("min", "max")),
+    )
+
+
+def parse_objectives_flag(text: str) -> tuple[Objective, ...]:
+    """``val_loss:min,flops_per_char:min`` → objectives; a missing mode means min."""
+    check = _Checker("--objectives")
+    out = []
+    for part in text.split(","):
+        metric, _, mode = part.strip().partition(":")
+        out.append(parse_objective(check, "objective", {"metric": metric, "mode": mode or "min"}))
+    if len({o.metric for o in out}) != len(out):
+        raise UserError(f"--objectives={text!r} is invalid: distinct metrics")
+    return tuple(out)
+
+
 def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     check = _Checker(source)
     if not isinstance(data, dict):
@@ -291,11 +326,21 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
                        for k, v in budget_raw.items()})
     if budget.grace_iters > budget.max_iters:
         check.fail("budget.grace_iters", budget.grace_iters, f"at most max_iters ({budget.max_iters})")
-    objective_raw = check.mapping("objective", data.get("objective", {}), ("metric", "mode"))
-    objective = Objective(
-        metric=check.one_of("objective.metric", objective_raw.get("metric", "val_loss"), REPORTED_METRICS),
-        mode=check.one_of("objective.mode", objective_raw.get("mode", "min"), ("min", "max")),
-    )
+    if "objective" in data and "objectives" in data:
+        check.fail("objectives", data["objectives"], "either objective (one) or objectives (a list), not both")
+    raw_objectives = data.get("objectives", [data.get("objective", {})])
+    if not isinstance(raw_objectives, list) or not raw_objectives:
+        check.fail("objectives", raw_objectives, "a non-empty list of {metric, mode} mappings")
+    objectives = tuple(parse_objective(check, f"objectives[{i}]" if "objectives" in data else "objective", raw)
+                       for i, raw in enumerate(raw_objectives))
+    if len({o.metric for o in objectives}) != len(objectives):
+        check.fail("objectives", [o.metric for o in objectives], "distinct metrics")
+    raw_constraints = check.mapping("constraints", data.get("constraints", {}), CONSTRAINABLE)
+    constraints = {}
+    for metric, bound in raw_constraints.items():
+        if not _is_number(bound) or not math.isfinite(bound) or bound <= 0:
+            check.fail(f"constraints.{metric}", bound, "a positive number (an upper bound)")
+        constraints[metric] = float(bound)
     corpus = data.get("corpus", "tinyshakespeare")
     if not isinstance(corpus, str) or not corpus:
         check.fail("corpus", corpus, "a corpus name or a file path")
@@ -316,7 +361,8 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
         num_samples=check.integer("num_samples", data.get("num_samples", 10), 1),
         sampler=sampler,
         seed=check.integer("seed", data.get("seed", 0), 0),
-        objective=objective,
+        objectives=objectives,
+        constraints=constraints,
         budget=budget,
         scheduler=check.one_of("scheduler", data.get("scheduler", "none" if grid else "asha"), SCHEDULERS),
         params=tuple(params),

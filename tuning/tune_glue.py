@@ -111,11 +111,18 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     errored ones FAIL.
     """
 
+    constraints: dict[str, float] = {}  # metric -> upper bound; set by make_searcher
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
         study: Any = self._ot_study
+        if self.constraints:
+            # A cost not reported yet (latency comes at the end) counts as satisfied.
+            for metric, bound in self.constraints.items():
+                # Optuna 5: a constraint value > 0 is a violation; the samplers read these themselves.
+                ot_trial.set_constraint(metric, float((result or {}).get(metric, 0.0)) - bound)
         status = (result or {}).get("trial_status")
         values: Any = None
         if error or status == STATUS_DIVERGED or result is None:
@@ -140,16 +147,23 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    # Constraints reach the samplers through Trial.set_constraint (see on_trial_complete): NSGA-II and TPE
+    # then learn where the feasible region is.
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_searcher(space: SearchSpace, seed: int) -> PrunedAwareOptunaSearch:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return PrunedAwareOptunaSearch(
+    multi = space.is_multi_objective
+    searcher = PrunedAwareOptunaSearch(
         space=optuna_distributions(space),
-        metric=space.objective.metric,
-        mode=space.objective.mode,
+        metric=[o.metric for o in space.objectives] if multi else space.objective.metric,
+        mode=[o.mode for o in space.objectives] if multi else space.objective.mode,
         sampler=make_sampler(space, seed),
     )
+    searcher.constraints = dict(space.constraints)
+    return searcher
