@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -268,7 +269,8 @@ def _on_shared_filesystem(path: Path) -> bool:
     path = path.resolve()
     best, fstype = "", ""
     for line in mounts:
-        parts = line.split()
+        # /proc/mounts escapes space, tab, newline and backslash in paths as octal (\040 …)
+        parts = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in line.split()]
         if len(parts) >= 3 and (str(path) + "/").startswith(parts[1].rstrip("/") + "/") and len(parts[1]) > len(best):
             best, fstype = parts[1], parts[2]
     return fstype in SHARED_FS_TYPES
