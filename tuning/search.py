@@ -243,10 +243,9 @@ def plan_resources(args: argparse.Namespace) -> Slots:
     if args.cpus_per_trial > max(node_cpus, default=0.0):
         raise UserError(f"--cpus-per-trial={args.cpus_per_trial} is invalid: no node has more than "
                         f"{max(node_cpus, default=0)} CPUs")
-    count = int(total.get("CPU", 0.0) // args.cpus_per_trial)
-    if gpus > 0:
-        count = min(count, int(round(total_gpus / gpus, 6)))
-    return Slots(cpus=args.cpus_per_trial, gpus=gpus, count=max(1, count))
+    from tuning.tune_glue import cluster_slots
+
+    return Slots(cpus=args.cpus_per_trial, gpus=gpus, count=cluster_slots(args.cpus_per_trial, gpus))
 
 
 def check_storage_reachable(storage: str) -> None:
@@ -356,7 +355,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from tuning.tune_glue import make_searcher, trainable
+    from tuning.tune_glue import SlotLimiter, make_searcher, trainable
 
     space = plan.space
     resources = {"cpu": slots.cpus, "gpu": slots.gpus}
@@ -381,13 +380,15 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
         scheduler = ASHAScheduler(time_attr="iteration", metric=metric, mode=mode, max_t=space.budget.max_iters,
                                   grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
     param_space = trial_config(plan, slots)
-    searcher = None
+    searcher: Any = None
     if space.is_grid:
         from tuning.spaces import grid_param_space
 
         param_space.update(grid_param_space(space))
     else:
         searcher = make_searcher(space, plan.seed)
+        if args.max_concurrent is None:  # follow the cluster's slots as nodes join (autoscaling)
+            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus)
     progress = None
     if not args.quiet:
         from ray.tune import CLIReporter
@@ -406,7 +407,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=1 if space.is_grid else plan.num_samples,
-            max_concurrent_trials=args.max_concurrent or slots.count,
+            max_concurrent_trials=args.max_concurrent or (None if isinstance(searcher, SlotLimiter) else slots.count),
             time_budget_s=args.time_budget_s,
             # Reusing a trial's worker process skips the actor start and the torch/calflops imports.
             reuse_actors=True,

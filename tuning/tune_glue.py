@@ -13,7 +13,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+import ray
 from ray import tune
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from tuning.config import TrainConfig
@@ -167,3 +169,35 @@ def make_searcher(space: SearchSpace, seed: int) -> PrunedAwareOptunaSearch:
     )
     searcher.constraints = dict(space.constraints)
     return searcher
+
+
+def cluster_slots(cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials the cluster can run at once now: its CPUs (and GPUs) over a trial's share."""
+    total = ray.cluster_resources()
+    count = int(total.get("CPU", 0.0) // cpus_per_trial)
+    if gpus_per_trial > 0:
+        # round first: 1.0 / 0.25 must be 4, not 3.9999
+        count = min(count, int(round(total.get("GPU", 0.0) / gpus_per_trial, 6)))
+    return max(1, count)
+
+
+class SlotLimiter(ConcurrencyLimiter):
+    """A concurrency limit that follows the cluster's slots as nodes join or leave.
+
+    Ray's own limit (``TuneConfig.max_concurrent_trials``) is fixed when the search starts, so an
+    autoscaling cluster's new GPU nodes would sit idle; this one re-reads the cluster every few seconds.
+    """
+
+    REFRESH_S = 5.0
+
+    def __init__(self, searcher: OptunaSearch, cpus_per_trial: float, gpus_per_trial: float) -> None:
+        self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self._checked = time.monotonic()
+        super().__init__(searcher, max_concurrent=cluster_slots(cpus_per_trial, gpus_per_trial))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if now - self._checked >= self.REFRESH_S:
+            self._checked = now
+            self.max_concurrent = cluster_slots(self.cpus_per_trial, self.gpus_per_trial)
+        return super().suggest(trial_id)
