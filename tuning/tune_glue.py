@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 import ray
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
