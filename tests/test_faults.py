@@ -77,3 +77,32 @@ def test_hung_trial_is_ended_by_the_watchdog(tmp_path: Path) -> None:
     assert by_size.loc[8, "status"] == "completed"
     assert by_size.loc[2048, "status"] == "errored"
     assert "watchdog" in by_size.loc[2048, "error"]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_diverged_trial_never_wins_and_never_stalls(tmp_path: Path) -> None:
+    import pandas as pd
+
+    code = search.main(["--space", str(HERE / "spaces" / "diverge.yaml"), "--storage-path", str(tmp_path),
+                        "--name", "div", "--quiet", "--gpus-per-trial", "0"])
+    assert code == 0
+    trials = pd.read_parquet(tmp_path / "div" / "report" / "trials.parquet").set_index("lr")
+    assert trials.loc[1e10, "status"] == "diverged" and trials.loc[1e10, "iteration"] == 1
+    assert trials.loc[0.01, "status"] == "completed"
+    report = (tmp_path / "div" / "report" / "report.md").read_text()
+    best = report.split("## Best trial per cell type", 1)[1].split("##", 1)[0]
+    assert trials.loc[0.01, "trial_id"] in best and trials.loc[1e10, "trial_id"] not in best
+
+
+def test_gpus_requested_but_none_fails_fast(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tuning.search", "--space", "smoke", "--gpus-per-trial", "0.5",
+                           "--storage-path", str(tmp_path / "runs")], capture_output=True, text=True, timeout=180,
+                          cwd=tmp_path)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --gpus-per-trial=0.5 is invalid: the cluster has no GPU")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()

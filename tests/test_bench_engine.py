@@ -1,0 +1,56 @@
+"""Smoke test of the engine benchmark: ``python -m tuning.bench_engine --quick`` runs and writes a whole report.
+
+A benchmark is not a timed test: nothing here asserts a speed or a goal, only that every figure is there and is a
+positive number.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+
+
+def _value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "engine.md"
+    env = {**os.environ, "TUNING_DATA_DIR": str(data_dir), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "tuning.bench_engine", "--quick", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert text in proc.stdout  # what it prints is what it writes
+    assert not list(tmp_path.glob(".engine.md.*"))  # the atomic write left no temporary file
+
+    header = text.splitlines()[2]
+    assert "UTC" in header and "CPU:" in header and "torch " in header and "torch threads:" in header
+
+    peak = re.search(rf"^Matmul peak: {NUMBER} GFLOP/s", text, re.MULTILINE)
+    assert peak and _value(peak[1]) > 0
+
+    for cell in ("rnn", "lstm", "gru"):
+        for hidden in (128, 256, 512):
+            row = re.search(rf"^\| {cell} \| {hidden} \| 64 \| (.*)\|$", text, re.MULTILINE)
+            assert row, f"no table row for {cell} H={hidden}"
+            cells = [c.strip() for c in row[1].split("|")]
+            steps, chars, gflops, share = cells[0], cells[1], cells[5], cells[6]
+            assert int(steps.rstrip(" ‡")) > 0
+            assert _value(chars.rstrip(" †")) > 0
+            assert float(gflops) > 0
+            assert share.endswith("%") and float(share[:-1]) >= 0
+
+    for hidden in (128, 512):
+        ratio = re.search(rf"^Homework-style ratio, LSTM H={hidden} seq 50: {NUMBER}× \(ours {NUMBER} targets/s "
+                          rf".* / homework-style {NUMBER} targets/s", text, re.MULTILINE)
+        assert ratio, f"no homework-style ratio line for H={hidden}"
+        assert all(_value(v) > 0 for v in ratio.groups())
+
+    assert re.search(r"^- Goal 1, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
+    assert re.search(r"^- Goal 2, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
