@@ -163,3 +163,18 @@ def test_report_on_a_directory_that_is_not_an_experiment(tmp_path: Path) -> None
     line = run_error(tmp_path, notexp, module="tuning.report")
     assert str(notexp) in line
     assert not (notexp / "report").exists()
+
+
+def test_batch_larger_than_the_training_split(tmp_path: Path) -> None:
+    space = tmp_path / "big-batch.yaml"
+    space.write_text(SPACE_ON_FILE.format(corpus="nextchar").replace("batch_size: 4", "batch_size: 5000"),
+                     encoding="utf-8")
+    line = run_error(tmp_path, "--space", space)
+    assert "params.batch_size=5000 is invalid: larger than the" in line
+
+
+def test_report_dir_not_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    line = run_error(tmp_path, "--space", "smoke", "--report-dir", blocker / "report")
+    assert "--report-dir" in line and "not writable" in line

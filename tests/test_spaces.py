@@ -323,3 +323,18 @@ def test_yaml_bounds_parse_as_yaml_nan_and_inf(tmp_path: Path) -> None:
         with pytest.raises(UserError) as info:
             load_space(str(path))
         assert f"params.lr.high={shown} " in str(info.value)
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("params:\n  lr: {type: float, low: 0.001, high: 0.01}\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"dup.yaml: malformed YAML at line 3.*duplicate key 'lr'"):
+        load_space(str(path))
+
+
+def test_exponent_without_a_point_gets_a_hint(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1e-4 (no decimal point) as text; say so instead of only "not a number".
+    path = tmp_path / "exp.yaml"
+    path.write_text("params:\n  lr: {type: float, low: 1e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"params.lr.low='1e-4' is invalid: a number, not a string .*1.0e-4"):
+        load_space(str(path))
