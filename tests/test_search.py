@@ -187,3 +187,25 @@ def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(limiter, "_checked", 0.0)
     assert limiter.suggest("t3") is not None
     assert limiter.max_concurrent == 6
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
+    space = HERE / "spaces" / "multi.yaml"  # NSGA-II on (val_loss, flops_per_char), params <= 40k, MO-ASHA
+    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "mo", "--quiet",
+                        "--gpus-per-trial", "0"])
+    assert code == 0
+    exp = tmp_path / "mo"
+    rungs = json.loads((exp / "pareto_asha.json").read_text())
+    assert rungs["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
+    assert len(rungs["rungs"]["1"]) == 6  # every trial was judged at the first rung
+    trials = read_trials(exp / "report")
+    assert (trials["status"] == "early_stopped").sum() == rungs["num_stopped"]
+    assert trials["feasible"].tolist() == (trials["params"] <= 40_000).tolist()
+    report = (exp / "report" / REPORT_MD).read_text()
+    assert "## The searched objectives" in report and "val_loss (min), flops_per_char (min)" in report
+    restored = make_searcher(load_space(str(space)), 0)
+    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
+    study = restored._ot_study
+    assert len(study.directions) == 2
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
