@@ -315,13 +315,29 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
 # ------------------------------------------------------------------------------------------------- Plots
 
 
-def plot_front(trials: pd.DataFrame, path: Path) -> None:
+def _axes() -> tuple[Any, Any]:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    return plt.subplots(figsize=(7, 4.5))
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def plot_front(trials: pd.DataFrame, path: Path) -> None:
+    fig, ax = _axes()
     shown = trials[trials[ACCURACY].notna() & trials["train_flops_per_char"].notna()]
     for cell, group in shown.groupby("cell"):
         done = group[group["status"] == "completed"]
@@ -329,40 +345,23 @@ def plot_front(trials: pd.DataFrame, path: Path) -> None:
         line = ax.scatter(done["train_flops_per_char"], done[ACCURACY], label=f"{cell} (full budget)", s=30)
         ax.scatter(rest["train_flops_per_char"], rest[ACCURACY], s=12, alpha=0.35, color=line.get_facecolor(),
                    label=f"{cell} (stopped early)")
-    done = trials[trials["status"] == "completed"]
+    done = full_budget(trials)
     if len(done):
         front = pareto.pareto_front(done, {ACCURACY: "max", "train_flops_per_char": "min"})
         front = front.sort_values("train_flops_per_char")
         ax.step(front["train_flops_per_char"], front[ACCURACY], where="post", color="black", lw=1, label="front")
     ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs per character")
-    ax.set_ylabel("validation accuracy (after a full window)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _finish(fig, ax, path, "training FLOPs per character", "validation accuracy (after a full window)")
 
 
 def plot_curves(trials: pd.DataFrame, history: pd.DataFrame, path: Path, top: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _axes()
     best = trials[trials["best_val_loss"].notna()].nsmallest(top, "best_val_loss")
     for _, row in best.iterrows():
         curve = history[history["trial_id"] == row["trial_id"]]
         ax.plot(curve["chars_trained"], curve["val_loss"], marker=".",
                 label=f"{row['trial_id']} {row['cell']} H{row['hidden_size']} seq{row['seq_len']}")
-    ax.set_xlabel("characters trained")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _finish(fig, ax, path, "characters trained", "validation loss (nats/char)")
 
 
 # ------------------------------------------------------------------------------------------------ Output
