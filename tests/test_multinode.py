@@ -291,12 +291,13 @@ def test_search_survives_losing_a_worker_node(fast_failover_cluster: Cluster, tm
         while victim is None and driver.poll() is None and time.monotonic() < deadline:
             for result in exp.glob("*/result.json"):
                 rows = _rows(result)
-                if rows and 2 <= rows[-1]["iteration"] < 8 and cluster.node_of(rows[-1]["pid"]) == "worker":
+                # at most 5 of 8: the trial cannot finish in the time it takes to kill the node
+                if rows and 2 <= rows[-1]["iteration"] <= 5 and cluster.node_of(rows[-1]["pid"]) == "worker":
                     victim, killed_at = result.parent.name, rows[-1]["iteration"]
                     break
             else:
                 time.sleep(0.1)
-        assert victim, (f"no trial on the worker node reported iteration 2..7 (driver exit {driver.poll()}):\n"
+        assert victim, (f"no trial on the worker node reported iteration 2..5 (driver exit {driver.poll()}):\n"
                         f"{_driver_log(tmp_path)}")
         survivors = cluster.kill_node("worker")
         assert not survivors, f"worker node processes survived SIGKILL: {sorted(survivors)}"
@@ -315,10 +316,15 @@ def test_search_survives_losing_a_worker_node(fast_failover_cluster: Cluster, tm
     assert iterations.count(1) == 1, f"trial {victim} restarted from scratch: iterations {iterations}"
     assert set(iterations) == set(range(1, 9)) and iterations[-1] == 8, iterations
     assert rows[-1]["trial_status"] == "completed"
-    assert cluster.node_of(rows[-1]["pid"]) == "head", f"trial {victim} did not finish on the head"
-    # It continued from its checkpoint: rows from the head pick up where the worker left off.
-    on_head = [r["iteration"] for r in rows if cluster.node_of(r["pid"]) == "head"]
-    assert on_head and 1 < on_head[0] <= killed_at + 1, (iterations, on_head)
+    nodes = [cluster.node_of(r["pid"]) for r in rows]
+    history = [(r["iteration"], node) for r, node in zip(rows, nodes, strict=True)]
+    assert nodes[-1] == "head", f"trial {victim} did not finish on the head: {history}"
+    # It continued from its checkpoint: the worker's rows, then the head's, picking up where the worker left
+    # off (the experiment dir lags a row or so behind the trial, so the worker may have got further than
+    # killed_at before it died).
+    switch = nodes.index("head")
+    assert set(nodes[:switch]) == {"worker"} and set(nodes[switch:]) == {"head"}, history
+    assert killed_at <= iterations[switch - 1] < iterations[switch] <= iterations[switch - 1] + 1, iterations
 
 
 def test_node_local_storage_refused_across_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
