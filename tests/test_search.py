@@ -209,3 +209,17 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     study = restored._ot_study
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_storage_uri_goes_through_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # file:// takes the same path as s3:// or gs:// (pyarrow's file systems), without a bucket.
+    monkeypatch.chdir(tmp_path)
+    uri = f"file://{tmp_path}/bucket"
+    code = search.main(["--space", "smoke", "--storage-path", uri, "--name", "u", "--quiet", "--gpus-per-trial", "0",
+                        "--max-iters", "2", "--num-samples", "2"])
+    assert code == 0
+    meta = json.loads((tmp_path / "bucket" / "u" / EXPERIMENT_META).read_text())
+    assert meta["finished_at"] and meta["commands"]
+    trials = read_trials(tmp_path / "reports" / "u")  # the report of a bucket's experiment is written locally
+    assert len(trials) == 2

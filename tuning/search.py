@@ -22,11 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tuning import storage
 from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, atomic_write_json
+from tuning.files import EXPERIMENT_META
 from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
+from tuning.storage import is_uri
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
 # then loses up to that much bookkeeping. Our iterations take seconds to minutes, so saving every second
@@ -38,7 +40,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 DEFAULT_GPU_SHARE = 0.25  # four trials per GPU: our models are small, one alone leaves most of a GPU idle
-URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
 SHARED_FS_TYPES = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "fuse.s3fs", "fuse.gcsfuse",
                    "ceph", "glusterfs", "efs")
 
@@ -88,10 +89,6 @@ class Plan:
     num_samples: int
     seed: int
     report_dir: Path | None
-
-
-def is_uri(path: str) -> bool:
-    return path.startswith(URI_SCHEMES)
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -322,9 +319,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_meta(experiment_dir: Path, plan: Plan, slots: Slots, argv: list[str], **extra: Any) -> None:
-    meta_file = experiment_dir / EXPERIMENT_META
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **extra: Any) -> dict[str, Any]:
+    meta_file = storage.join(experiment, EXPERIMENT_META)
+    meta = storage.read_json(meta_file) or {}
     space = plan.space
     meta.update(
         space=space.name,
@@ -348,7 +345,8 @@ def write_meta(experiment_dir: Path, plan: Plan, slots: Slots, argv: list[str], 
         meta.setdefault("commands", []).append(" ".join(["python -m tuning.search", *map(shlex.quote, argv)]))
     meta.setdefault("started_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     meta.update(extra)
-    atomic_write_json(meta_file, meta)
+    storage.write_json(meta_file, meta)
+    return meta
 
 
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
@@ -430,21 +428,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     slots = plan_resources(args)
     check_storage_reachable(plan.storage)
     tuner = build_tuner(plan, slots, args)
-    experiment_dir = Path(plan.storage) / plan.name
-    local = not is_uri(plan.storage)
-    if local:
-        write_meta(experiment_dir, plan, slots, argv, finished_at=None)
+    experiment = storage.join(plan.storage, plan.name)
+    meta = write_meta(experiment, plan, slots, argv, finished_at=None)
     started = time.time()
     results = tuner.fit()
     wall = time.time() - started
-    if local:
-        meta = json.loads((experiment_dir / EXPERIMENT_META).read_text())
-        write_meta(experiment_dir, plan, slots, [], finished_at=datetime.now(timezone.utc).isoformat(
-            timespec="seconds"), wall_time_s=meta.get("wall_time_s", 0.0) + wall)
+    write_meta(experiment, plan, slots, [], finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               wall_time_s=meta.get("wall_time_s", 0.0) + wall)
     from tuning import report
 
-    report_dir = plan.report_dir or (experiment_dir / "report" if local else Path("reports") / plan.name)
-    tables = report.write_report(experiment_dir if local else Path(plan.storage) / plan.name, report_dir)
+    # A bucket's experiment is read from a temporary download; its report goes to a local folder.
+    report_dir = plan.report_dir or (Path(experiment) / "report" if not is_uri(experiment)
+                                     else Path("reports") / plan.name)
+    with storage.local_copy(experiment) as experiment_dir:
+        tables = report.write_report(experiment_dir, report_dir)
     print(report.summary(tables, report_dir))
     errors = sum(1 for r in results if r.error is not None)
     if len(results) and errors == len(results):
