@@ -40,6 +40,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for sharing
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
