@@ -156,3 +156,14 @@ def test_trainer_does_not_import_ray() -> None:
     code = "import sys, tuning.train, tuning.report; assert not any(m == 'ray' or m.startswith('ray.') " \
            "for m in sys.modules), 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_checkpoint_on_the_whole_split(tmp_path: Path) -> None:
+    from tuning.evaluate import evaluate_checkpoint, main
+
+    config = tiny(max_iters=2, val_max_chars=64)  # the search validated on a prefix
+    last = run(config, checkpoint_dir=tmp_path)[-1]
+    full = evaluate_checkpoint(tmp_path)
+    assert full["iteration"] == 2 and full["validation_chars"] == (240 - 1) // 16 * 16
+    assert full["val_loss"] != pytest.approx(last["val_loss"])  # more text than the prefix
+    assert main([str(tmp_path / "missing")]) == 2
