@@ -223,3 +223,24 @@ def test_storage_uri_goes_through_pyarrow(tmp_path: Path, monkeypatch: pytest.Mo
     assert meta["finished_at"] and meta["commands"]
     trials = read_trials(tmp_path / "reports" / "u")  # the report of a bucket's experiment is written locally
     assert len(trials) == 2
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_every_trial_failed_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A watchdog shorter than any first report ends every trial (no retries): exit status 1, report still written.
+    code = search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--name", "fail", "--quiet",
+                        "--gpus-per-trial", "0", "--num-samples", "2", "--trial-timeout-s", "0.2",
+                        "--max-failures", "0"])
+    assert code == 1
+    assert "every trial failed (2)" in capsys.readouterr().err
+    trials = read_trials(tmp_path / "fail" / "report")
+    assert (trials["status"] == "errored").all() and trials["error"].str.contains("watchdog").all()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_more_gpus_per_trial_than_any_node_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = search.main(["--space", "smoke", "--storage-path", str(tmp_path / "runs"), "--gpus-per-trial", "2"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --gpus-per-trial=2.0 is invalid: no node has more than 1.0 GPUs"
+    assert not (tmp_path / "runs").exists()
