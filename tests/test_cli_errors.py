@@ -178,3 +178,8 @@ def test_report_dir_not_writable(tmp_path: Path) -> None:
     blocker.write_text("x", encoding="utf-8")
     line = run_error(tmp_path, "--space", "smoke", "--report-dir", blocker / "report")
     assert "--report-dir" in line and "not writable" in line
+
+
+def test_argparse_mistake_is_one_line_too(tmp_path: Path) -> None:
+    line = run_error(tmp_path, "--space", "smoke", "--num-samples", "abc")
+    assert line == "error: argument --num-samples: invalid int value: 'abc'"

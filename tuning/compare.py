@@ -10,18 +10,17 @@ at batch 1 and the homework printed batch-32/128 counts.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import pandas as pd
 
 from tuning.complexity import calflops_counts, measure
-from tuning.errors import UserError
+from tuning.errors import ArgumentParser, UserError
 from tuning.files import atomic_write, atomic_write_text
 from tuning.homework import calflops_format, load_reference, printed_matches
 from tuning.model import CharLM, ModelConfig
@@ -409,15 +408,8 @@ def write_comparison(experiment_dir: Path, out_dir: Path, problem: int) -> pd.Da
     return table
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is a UserError: one line, exit status 2, like every other mistake."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m tuning.compare",
+    parser = ArgumentParser(prog="python -m tuning.compare",
                      description="Compare a hw3-p1 / hw3-p2 experiment with the homework's published figures.")
     parser.add_argument("experiment_dir")
     parser.add_argument("--problem", required=True, help="1 (next-character paragraph) or 2 (tiny Shakespeare)")

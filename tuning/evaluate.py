@@ -6,7 +6,6 @@ the one to quote against other work.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from tuning.checkpoint import load_checkpoint
 from tuning.data import load_corpus
-from tuning.errors import UserError
+from tuning.errors import ArgumentParser, UserError
 from tuning.train import evaluate, validation_windows
 
 
@@ -33,11 +32,11 @@ def evaluate_checkpoint(directory: Path, seq_len: int | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuning.evaluate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m tuning.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--seq-len", type=int, help="window length (default: the one it was trained with)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         print(json.dumps(evaluate_checkpoint(args.checkpoint, args.seq_len), indent=2))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

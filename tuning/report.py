@@ -7,7 +7,6 @@ Markdown by a function of those tables (:func:`render_markdown`), so both are te
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tuning import pareto
-from tuning.errors import UserError
+from tuning.errors import ArgumentParser, UserError
 from tuning.files import (
     HISTORY_TABLE,
     PARETO_TABLE,
@@ -408,12 +407,12 @@ def summary(t: Tables, report_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuning.report",
+    parser = ArgumentParser(prog="python -m tuning.report",
                                      description="Regenerate the report of an experiment directory.")
     parser.add_argument("experiment_dir")
     parser.add_argument("--out", help="report directory (default: EXPERIMENT_DIR/report)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         experiment = Path(args.experiment_dir)
         out = Path(args.out) if args.out else experiment / "report"
         tables = write_report(experiment, out)

@@ -25,7 +25,7 @@ from typing import Any
 from tuning import storage
 from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
-from tuning.errors import UserError
+from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
 from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
 from tuning.storage import is_uri
@@ -45,7 +45,7 @@ SHARED_FS_TYPES = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m tuning.search",
         description="Search hyperparameters of character-level RNN/LSTM/GRU language models with Ray Tune.",
     )
@@ -452,8 +452,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
