@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
+from tuning.machine import cpu_model
 from tuning.model import CharLM, ModelConfig
 from tuning.train import STATUS_RUNNING, train
 
@@ -155,16 +155,6 @@ class Samples:
 
 
 # --- the machine -------------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def default_threads() -> int:

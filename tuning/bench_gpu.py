@@ -327,7 +327,7 @@ def device_name(device: str) -> str:
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)"
-    from tuning.bench_search import cpu_model
+    from tuning.machine import cpu_model
 
     return f"CPU: {cpu_model()}"
 

@@ -47,6 +47,7 @@ import yaml
 from tuning import pareto
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, atomic_write, atomic_write_text
+from tuning.machine import cpu_model, library_versions
 from tuning.report import full_budget
 from tuning.results import load_experiment, read_meta
 from tuning.spaces import find_space, load_space
@@ -86,16 +87,6 @@ MO_METHODS = {
 # --- the machine and the header ----------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def core_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -104,16 +95,7 @@ def core_count() -> int:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "ray", "optuna"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
-
+    return {"python": platform.python_version(), **library_versions(("torch", "ray", "optuna"))}
 
 def header(title: str, argv: Sequence[str], prog: str = "python -m tuning.bench_search") -> list[str]:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -532,6 +514,22 @@ def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], a
     return "\n".join(lines)
 
 
+def _finish_pair(fig: Any, ax_c: Any, ax_w: Any, ylabel: str, path: Path) -> None:
+    """The two panels every search plot has: against characters trained (log) and against wall time."""
+    import matplotlib.pyplot as plt
+
+    ax_c.set_xscale("log")
+    ax_c.set_xlabel("characters trained, all trials")
+    ax_w.set_xlabel("wall time since first report (s)")
+    for ax in (ax_c, ax_w):
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_w.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
 def plot_efficiency(curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) -> None:
     import matplotlib
 
@@ -549,16 +547,7 @@ def plot_efficiency(curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) 
                   color=colors.get(method), ls=style, label=label)
         ax_w.plot(shown["wall_s"], shown["best"], drawstyle="steps-post", color=colors.get(method), ls=style,
                   label=label)
-    ax_c.set_xscale("log")
-    ax_c.set_xlabel("characters trained, all trials")
-    ax_w.set_xlabel("wall time since first report (s)")
-    for ax in (ax_c, ax_w):
-        ax.set_ylabel("best validation loss so far (nats/char)")
-        ax.grid(alpha=0.3)
-    ax_w.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _finish_pair(fig, ax_c, ax_w, "best validation loss so far (nats/char)", path)
 
 
 def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -752,16 +741,7 @@ def plot_mo(hv_curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) -> No
                   color=colors.get(method), ls=style, label=f"{method} s{seed}")
         ax_w.plot(curve["wall_s"], curve["hypervolume"], drawstyle="steps-post", color=colors.get(method), ls=style,
                   label=f"{method} s{seed}")
-    ax_c.set_xscale("log")
-    ax_c.set_xlabel("characters trained, all trials")
-    ax_w.set_xlabel("wall time since first report (s)")
-    for ax in (ax_c, ax_w):
-        ax.set_ylabel("hypervolume (accuracy × train FLOPs/char)")
-        ax.grid(alpha=0.3)
-    ax_w.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _finish_pair(fig, ax_c, ax_w, "hypervolume (accuracy × train FLOPs/char)", path)
 
 
 def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:

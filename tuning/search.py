@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import sys
@@ -27,6 +26,7 @@ from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
+from tuning.machine import hardware, library_versions
 from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
 from tuning.storage import is_uri
 
@@ -283,40 +283,6 @@ def trial_config(plan: Plan, slots: Slots) -> dict[str, Any]:
         gpu_memory_fraction=min(1.0, slots.gpus) if 0 < slots.gpus < 1 else 1.0,
     )
     return fixed
-
-
-def hardware() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_count"] = torch.cuda.device_count()
-    return info
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "ray", "optuna", "calflops", "pandas", "pyarrow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
 
 
 def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **extra: Any) -> dict[str, Any]:
