@@ -137,6 +137,18 @@ def test_builtin_spaces_load_from_another_working_directory(tmp_path: Path, monk
         assert not Path(space.source).is_relative_to(tmp_path)
 
 
+def test_builtin_spaces_found_in_a_source_checkout_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With only the checkout on PYTHONPATH, `tuning.search_spaces` does not exist (setuptools maps it at install).
+    import tuning.spaces as spaces_module
+
+    def not_installed(_name: str) -> None:
+        raise ModuleNotFoundError("No module named 'tuning.search_spaces'")
+
+    monkeypatch.setattr(spaces_module.resources, "files", not_installed)
+    assert tuple(builtin_names()) == BUILTINS
+    assert find_space("smoke").parent.name == "search_spaces"
+
+
 def test_relative_corpus_path_is_relative_to_the_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "spaces").mkdir()
     path = write_space(tmp_path / "spaces", changed(lambda d: d.update(corpus="text.txt")))

@@ -149,7 +149,10 @@ class SearchSpace:
 
 def builtin_dir() -> Path:
     """The built-in spaces: installed as ``tuning.search_spaces``, or the repository's ``search_spaces/``."""
-    return Path(str(resources.files("tuning.search_spaces")))
+    try:
+        return Path(str(resources.files("tuning.search_spaces")))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not pip-installed (e.g. a machine without pip)
+        return Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 def builtin_names() -> list[str]:
