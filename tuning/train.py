@@ -178,7 +178,9 @@ def train(
     device = pick_device(config.device)
     if device.type == "cuda" and config.gpu_memory_fraction < 1.0:
         # Several trials share one GPU: each keeps to its share instead of growing into the others'.
-        torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction, device)
+        # It takes an index, not a bare torch.device('cuda') (ValueError seen on torch 2.11 with an H200).
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction, index)
     torch.manual_seed(config.seed)
     if corpus is None:
         corpus = load_corpus(config.corpus, config.normalize_whitespace)
