@@ -24,9 +24,11 @@ def test_forward_shapes(cell: str, head_depth: int) -> None:
 
 def test_head_structure() -> None:
     model = CharLM(ModelConfig(cell="gru", vocab_size=65, head_depth=1, head_width=128, head_dropout=0.5))
-    kinds = [type(m).__name__ for m in model.head]
+    head = model.head
+    assert isinstance(head, torch.nn.Sequential)
+    kinds = [type(m).__name__ for m in head]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
-    assert model.head[3].p == 0.5
+    assert head[3].p == 0.5
 
 
 @pytest.mark.parametrize(("cell", "vocab", "head_depth", "expected"), [

@@ -54,6 +54,7 @@ def test_smoke_search_end_to_end(tmp_path: Path) -> None:
     state_file = next(exp.glob("searcher-state-*.pkl"))
     restored = make_searcher(load_space("smoke"), 3)
     restored.restore(str(state_file))
+    assert restored._ot_study is not None
     states = [t.state for t in restored._ot_study.trials]
     assert states.count(TrialState.COMPLETE) == int((trials["status"] == "completed").sum())
     assert states.count(TrialState.PRUNED) == int((trials["status"] == "early_stopped").sum())
@@ -76,6 +77,7 @@ def test_pruned_not_complete_bookkeeping() -> None:
             searcher.on_trial_result(trial_id, result)
         searcher.on_trial_complete(trial_id, result, error=error)
     got = {tid: searcher._ot_trials[tid] for tid in endings}
+    assert searcher._ot_study is not None
     study_states = {t.number: t.state for t in searcher._ot_study.trials}
     for trial_id, (_, _, want) in endings.items():
         assert study_states[got[trial_id].number] == want, trial_id
@@ -207,6 +209,7 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     restored = make_searcher(load_space(str(space)), 0)
     restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
     study = restored._ot_study
+    assert study is not None
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
 
