@@ -324,7 +324,12 @@ def test_search_survives_losing_a_worker_node(fast_failover_cluster: Cluster, tm
     # killed_at before it died).
     switch = nodes.index("head")
     assert set(nodes[:switch]) == {"worker"} and set(nodes[switch:]) == {"head"}, history
-    assert killed_at <= iterations[switch - 1] < iterations[switch] <= iterations[switch - 1] + 1, iterations
+    # The head resumes from the last checkpoint the driver had registered: the worker's last row, or the one
+    # before it when the kill fell between that row and its checkpoint's registration (seen in CI: 1 2 3 | 3 4 …).
+    # Either way never from scratch, no gap, and at most one iteration trained twice.
+    assert killed_at <= iterations[switch - 1], iterations
+    assert 1 < iterations[switch] and iterations[switch - 1] <= iterations[switch] <= iterations[switch - 1] + 1, (
+        iterations)
 
 
 def test_node_local_storage_refused_across_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
