@@ -46,9 +46,9 @@ import yaml
 
 from tuning import pareto
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, atomic_write, atomic_write_text
+from tuning.files import EXPERIMENT_META, atomic_write_text
 from tuning.machine import cpu_model, library_versions
-from tuning.report import full_budget
+from tuning.report import full_budget, save_png
 from tuning.results import load_experiment, read_meta
 from tuning.spaces import find_space, load_space
 
@@ -516,8 +516,6 @@ def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], a
 
 def _finish_pair(fig: Any, ax_c: Any, ax_w: Any, ylabel: str, path: Path) -> None:
     """The two panels every search plot has: against characters trained (log) and against wall time."""
-    import matplotlib.pyplot as plt
-
     ax_c.set_xscale("log")
     ax_c.set_xlabel("characters trained, all trials")
     ax_w.set_xlabel("wall time since first report (s)")
@@ -525,9 +523,7 @@ def _finish_pair(fig: Any, ax_c: Any, ax_w: Any, ylabel: str, path: Path) -> Non
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     ax_w.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_efficiency(curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) -> None:
@@ -630,9 +626,7 @@ def plot_overhead(items: Sequence[Overhead], path: Path) -> None:
     ax.axvline(100 * GOAL_TRAIN_SHARE, color="black", ls="--", lw=1)
     ax.set_xlabel("share of trial-slot time (%)")
     ax.legend(fontsize=7, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def cmd_overhead(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -323,16 +323,21 @@ def _axes() -> tuple[Any, Any]:
     return plt.subplots(figsize=(7, 4.5))
 
 
-def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """Lay out, write atomically (never a half-written plot) and free a figure; every plot of ours ends here."""
     import matplotlib.pyplot as plt
 
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_front(trials: pd.DataFrame, path: Path) -> None:
