@@ -80,8 +80,9 @@ def test_same_seed_same_metrics() -> None:
     assert a != c
 
 
-def test_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
-    config = tiny(cell="lstm", head_depth=1, head_dropout=0.2, max_iters=4)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_checkpoint_round_trip_and_resume(tmp_path: Path, schedule: str) -> None:
+    config = tiny(cell="lstm", head_depth=1, head_dropout=0.2, max_iters=4, lr_schedule=schedule)
     unbroken = run(config)
 
     stop_after = 2
@@ -115,6 +116,20 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
         assert got["chars_trained"] == want["chars_trained"]
 
 
+def test_cosine_schedule_decays_over_the_full_budget(tmp_path: Path) -> None:
+    config = tiny(lr=1e-2, lr_schedule="cosine", lr_min_ratio=0.1, max_iters=3)
+    total = config.max_iters * config.steps_per_iter
+    assert config.lr_at(0) == pytest.approx(1e-2)
+    assert config.lr_at(total // 2) == pytest.approx((1e-2 + 1e-3) / 2, rel=0.02)
+    assert config.lr_at(total) == pytest.approx(1e-3)
+    assert tiny(lr=1e-2).lr_at(total) == 1e-2  # constant
+    # the optimizer really ran on the schedule: its last step's rate is in the final checkpoint
+    train(config, checkpoint_dir=tmp_path)
+    groups = torch.load(tmp_path / CHECKPOINT_WEIGHTS, weights_only=True)["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(config.lr_at(total - 1))
+    assert groups[0]["lr"] < 1.1e-3
+
+
 def test_loaded_model_predicts_like_the_trained_one(tmp_path: Path) -> None:
     config = tiny(max_iters=1)
     train(config, checkpoint_dir=tmp_path)
@@ -139,7 +154,8 @@ def test_batch_larger_than_training_split_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [("seq_len", 1), ("lr", 0.0), ("lr", float("nan")),
-                                              ("max_iters", 0), ("cell", "lstmx"), ("device", "tpu")])
+                                              ("max_iters", 0), ("cell", "lstmx"), ("device", "tpu"),
+                                              ("lr_schedule", "linear"), ("lr_min_ratio", 1.5)])
 def test_invalid_train_config(field: str, value: object) -> None:
     with pytest.raises(UserError, match=field):
         tiny(**{field: value})

@@ -9,6 +9,8 @@ from typing import Any
 from tuning.errors import UserError
 from tuning.model import CELLS, ModelConfig
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -30,6 +32,9 @@ class TrainConfig:
     head_width: int = 128
     head_dropout: float = 0.0
     lr: float = 2e-3
+    # constant, or cosine: decay from lr to lr * lr_min_ratio over the full budget (max_iters), step by step.
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.1
     batch_size: int = 64
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 turns clipping off
@@ -75,6 +80,10 @@ class TrainConfig:
                 fail(name, "a number in [0, 1)")
         if self.lr <= 0:
             fail("lr", "a number > 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            fail("lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            fail("lr_min_ratio", "a number in [0, 1]")
         if self.weight_decay < 0 or self.grad_clip < 0:
             fail("weight_decay" if self.weight_decay < 0 else "grad_clip", "a number >= 0")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
@@ -122,3 +131,16 @@ class TrainConfig:
     @property
     def chars_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based, counted over the whole run).
+
+        cosine: lr_min + (lr - lr_min)(1 + cos(pi t / T)) / 2 with T the steps of the full budget, i.e.
+        SGDR's annealing without restarts (Loshchilov & Hutter, 2017, eq. 5). A function of the step alone,
+        so a resumed run continues on the same curve, and ASHA's rungs compare trials on the same schedule.
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        total = self.max_iters * self.steps_per_iter
+        low = self.lr * self.lr_min_ratio
+        return low + (self.lr - low) * (1 + math.cos(math.pi * min(step, total) / total)) / 2

@@ -163,10 +163,11 @@ def _finite(value: Any) -> bool:
 
 # Column types, declared once (documented in the README's table of Parquet columns).
 TRIAL_TYPES: dict[str, str] = {
-    "trial_id": "string", "status": "string", "cell": "string",
+    "trial_id": "string", "status": "string", "cell": "string", "lr_schedule": "string",
     **{h: "Int64" for h in ("seq_len", "embed_dim", "hidden_size", "num_layers", "head_depth", "head_width",
                             "batch_size", "checkpoint_every", "val_max_chars", "sample_chars")},
-    **{h: "float64" for h in ("dropout", "head_dropout", "lr", "weight_decay", "grad_clip", "temperature")},
+    **{h: "float64" for h in ("dropout", "head_dropout", "lr", "lr_min_ratio", "weight_decay", "grad_clip",
+                              "temperature")},
     "iteration": "Int64", "chars_trained": "Int64",
     **{m: "float64" for m in HISTORY_METRICS if m not in ("iteration", "chars_trained")},
     "best_val_loss": "float64", "best_val_acc_last": "float64", "best_iteration": "Int64",

@@ -217,7 +217,11 @@ def train(
             correct = torch.zeros((), dtype=torch.long, device=device)
             _sync(device)
             start = time.perf_counter()
-            for _ in range(config.steps_per_iter):
+            first_step = (iteration - 1) * config.steps_per_iter
+            for step in range(first_step, first_step + config.steps_per_iter):
+                if config.lr_schedule != "constant":
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.lr_at(step)
                 x, y = draw_batch(train_ids, config.seq_len, config.batch_size, gen)
                 logits = model(x)  # (B, T, V)
                 loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
