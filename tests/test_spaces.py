@@ -122,8 +122,9 @@ def test_shakespeare_space_contents() -> None:
     hidden = params["hidden_size"]
     assert (hidden.type, hidden.low, hidden.high, hidden.log) == ("int", 32, 512, True)
 
-    assert space.fixed == {"val_max_chars": 50000}
+    assert space.fixed == {"val_max_chars": 50000, "lr_schedule": "cosine"}
     assert space.base_config()["val_max_chars"] == 50000
+    assert space.base_config()["lr_schedule"] == "cosine"
 
 
 def test_builtin_spaces_load_from_another_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
