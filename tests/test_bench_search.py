@@ -257,3 +257,12 @@ def test_bench_gpu_without_cuda_says_so_in_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "tuning.bench_gpu"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no CUDA device" in proc.stderr and "--device cpu --quick" in proc.stderr
+
+
+def test_efficiency_methods_flag() -> None:
+    parser = bs.build_parser()
+    assert parser.parse_args(["efficiency"]).methods == ("default", "random", "grid")
+    assert parser.parse_args(["efficiency", "--methods", "random,default"]).methods == ("default", "random")
+    for bad in ("default,grid", "default,bogus", ""):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["efficiency", "--methods", bad])

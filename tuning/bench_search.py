@@ -561,7 +561,7 @@ def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
     curves: dict[tuple[str, int], pd.DataFrame] = {}
     counts: dict[tuple[str, int], int] = {}
     for seed in seeds:
-        for method in EFFICIENCY_METHODS:
+        for method in args.methods:
             experiment = run_search(spaces[method], out / "runs", f"{prefix}{method}-s{seed}", budget, seed,
                                     args.search_args, args.fresh, log=_log)
             _, trials, history = load_experiment(experiment)
@@ -792,6 +792,16 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    allowed = ",".join(EFFICIENCY_METHODS)
+    if not methods or any(m not in EFFICIENCY_METHODS for m in methods):
+        raise argparse.ArgumentTypeError(f"--methods={text!r}: a comma-separated subset of {allowed}")
+    if "random" not in methods:  # every figure of the report is measured against random search
+        raise argparse.ArgumentTypeError(f"--methods={text!r}: must include random (the baseline of the ratio)")
+    return tuple(m for m in EFFICIENCY_METHODS if m in methods)
+
+
 def _targets(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(t) for t in text.split(",") if t.strip())
@@ -832,6 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
     searches(eff)
     eff.add_argument("--targets", type=_targets, default=DEFAULT_TARGETS,
                      help="validation losses to time the methods to (default 1.6,1.5)")
+    eff.add_argument("--methods", type=_methods, default=tuple(EFFICIENCY_METHODS),
+                     help="comma-separated methods to run, random included (default default,random,grid; "
+                          "drop grid to spend a long budget on the ratio)")
     ovh = sub.add_parser("overhead", help="share of trial-slot time spent training and evaluating")
     common(ovh)
     ovh.add_argument("experiments", nargs="+", help="experiment directories")
