@@ -15,6 +15,37 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("TUNING_DATA_DIR", str(SHARED_DATA))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; deselected where torch sees none")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the CUDA tests on a machine without CUDA (CI has none), and say so in the summary.
+
+    Deselected rather than skipped: a skip reads as a test someone switched off, while these run, and must
+    pass, wherever a GPU is (``python -m pytest -q -m cuda``; results in docs/reliability.md).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    cuda = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda:
+        config.hook.pytest_deselected(items=cuda)
+        items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+        config.stash[_DESELECTED] = len(cuda)
+
+
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import torch
+
+    return "CUDA: " + ("available, the cuda tests run" if torch.cuda.is_available() else
+                       "none, the cuda tests (tests/test_gpu.py) are deselected")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ["TUNING_DATA_DIR"])

@@ -1,5 +1,5 @@
-"""Checks that need a CUDA device; skipped elsewhere (CI has none). Run on a GPU machine with
-``python -m pytest -q tests/test_gpu.py``; the results are recorded in docs/reliability.md."""
+"""Checks that need a CUDA device; deselected elsewhere (CI has none; see conftest.py). Run on a GPU machine with
+``python -m pytest -q -m cuda``; the results are recorded in docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tuning.train import train
 
 HERE = Path(__file__).parent
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.cuda
 
 
 def test_trainer_runs_on_cuda_within_its_memory_share() -> None:
