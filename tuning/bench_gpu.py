@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from tuning.bench_search import BenchError
+from tuning.bench_common import BenchError
 from tuning.config import TrainConfig
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
@@ -294,8 +294,8 @@ class SearchResult:
 
 
 def run_search(plan: Plan, out: Path, log: Callable[[str], None]) -> SearchResult:
-    from tuning.bench_search import best_val_loss
-    from tuning.bench_search import run_search as start
+    from tuning.bench_common import best_val_loss
+    from tuning.bench_common import run_search as start
 
     budget = 20.0 if plan.quick else 60.0 * plan.minutes
     share = GPU_SHARE if plan.device == "cuda" else 0.0
@@ -346,7 +346,7 @@ def _pct(value: float) -> str:
 
 
 def render(res: Results) -> str:
-    from tuning.bench_search import header
+    from tuning.bench_common import header
 
     p = res.plan
     lines = header("GPU benchmark", res.argv, prog="python -m tuning.bench_gpu")

@@ -16,7 +16,8 @@
 
 Benchmarks, not tests: nothing here asserts a speed. Each prints a Markdown report, writes it atomically into
 ``--out`` (default ``benchmarks/``) beside a PNG plot, and keeps the maths in small pure functions of DataFrames
-(tested without Ray in ``tests/test_bench_search.py``). ``--quick`` shrinks everything (smoke space, ~40 s budget,
+(tested without Ray in ``tests/test_bench_search.py``; shared pieces in :mod:`tuning.bench_common`, the
+overhead split in :mod:`tuning.bench_overhead`). ``--quick`` shrinks everything (smoke space, ~40 s budget,
 one seed) for a smoke run; its numbers mean nothing. Experiments go to ``--out/runs/<method>-s<seed>``; a finished
 one is reused on a rerun (``--fresh`` reruns it).
 """
@@ -24,38 +25,45 @@ one is reused on a rerun (``--fresh`` reruns it).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
-import os
-import platform
 import shlex
-import shutil
-import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from tuning import pareto
+from tuning.bench_common import (
+    DEFAULT_OUT,
+    BenchError,
+    chars_at,
+    final,
+    finish_pair,
+    first_reach,
+    fmt,
+    fmt_si,
+    header,
+    log,
+    md_table,
+    median,
+    median_never_late,
+    progress_curve,
+    read_space_yaml,
+    run_search,
+    write_space,
+)
+from tuning.bench_overhead import cmd_overhead
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, atomic_write_text
-from tuning.machine import cpu_model, library_versions
-from tuning.report import full_budget, save_png
-from tuning.results import load_experiment, read_meta
-from tuning.spaces import find_space, load_space
+from tuning.files import atomic_write_text
+from tuning.report import full_budget
+from tuning.results import load_experiment
 
-DEFAULT_OUT = Path("benchmarks")
 QUICK_SPACE, QUICK_BUDGET_S, QUICK_SEEDS = "smoke", 40.0, (0,)
 GOAL_COMPUTE_RATIO = 0.2  # efficiency: default's compute to reach random's final best ≤ a fifth of random's
-GOAL_TRAIN_SHARE = 0.90  # overhead: share of trial-slot time spent training and evaluating
 GOAL_HV_RATIO = 1 / 3  # multiobjective: MO-ASHA reaches random's final hypervolume with ≤ a third of its compute
 DEFAULT_TARGETS = (1.60, 1.50)
 
@@ -87,123 +95,7 @@ MO_METHODS = {
 # --- the machine and the header ----------------------------------------------------------------------------------
 
 
-def core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), **library_versions(("torch", "ray", "optuna"))}
-
-def header(title: str, argv: Sequence[str], prog: str = "python -m tuning.bench_search") -> list[str]:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    libs = " · ".join(f"{k} {v}" for k, v in versions().items())
-    command = " ".join([prog, *map(shlex.quote, argv)])
-    return [f"# {title}", "", f"{stamp} · CPU: {cpu_model()} ({core_count()} cores) · {libs}", "",
-            f"Command: `{command}`", ""]
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for a table; NaN (a target never reached) reads "never"."""
-    if value is None:
-        return "–"
-    v = float(value)
-    if math.isnan(v) or math.isinf(v):
-        return "never"
-    return f"{v:.{digits}g}"
-
-
-def fmt_si(value: Any) -> str:
-    v = float(value)
-    if math.isnan(v) or math.isinf(v):
-        return "never"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.3g}"
-
-
-def pct(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def md_table(head: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> list[str]:
-    align = align or "l" + "r" * (len(head) - 1)
-    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
-    return ["| " + " | ".join(head) + " |", rule, *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 # --- pure maths: curves over an experiment's history --------------------------------------------------------------
-
-
-def median_never_late(values: Iterable[float]) -> float:
-    """Median where NaN means "never reached" (later than any number); NaN when at least half never did."""
-    finite = [math.inf if math.isnan(v) else float(v) for v in values]
-    if not finite:
-        return math.nan
-    m = statistics.median(finite)
-    return math.nan if math.isinf(m) else m
-
-
-def median(values: Iterable[float]) -> float:
-    """Median of the values that are numbers (NaN when none is)."""
-    known = [float(v) for v in values if not math.isnan(float(v))]
-    return statistics.median(known) if known else math.nan
-
-
-def progress_curve(history: pd.DataFrame, metric: str = "val_loss", mode: str = "min") -> pd.DataFrame:
-    """One row per report of any trial, in report order: wall time, compute so far, best ``metric`` so far.
-
-    ``history`` is :func:`tuning.results.load_experiment`'s (trial_id, iteration, chars_trained, ``metric``,
-    timestamp). ``wall_s`` counts from the experiment's first report. ``chars_trained`` is cumulative over all trials:
-    each report adds what its trial trained since its previous report, so early-stopped trials count (they were paid
-    for). ``best`` is the best finite ``metric`` reported up to and including the row (NaN before the first).
-    """
-    columns = ["trial_id", "timestamp", "wall_s", "chars_trained", "value", "best"]
-    h = history[history["timestamp"].notna()]
-    if h.empty:
-        return pd.DataFrame(columns=columns)
-    h = h.sort_values(["timestamp", "trial_id", "iteration"], kind="stable").reset_index(drop=True)
-    chars = pd.to_numeric(h["chars_trained"], errors="coerce").astype("float64")
-    # Each trial's rows keep their order under the sort (a trial's timestamps only grow), so the previous row of
-    # the same trial is the previous report. A restored trial may report fewer characters again: adds nothing.
-    previous = chars.groupby(h["trial_id"]).shift(1).fillna(0.0)
-    added = (chars - previous).fillna(0.0).clip(lower=0.0)
-    value = pd.to_numeric(h[metric], errors="coerce").astype("float64")
-    value = value.where(np.isfinite(value))
-    best = (value.cummin() if mode == "min" else value.cummax()).ffill()
-    stamps = h["timestamp"].astype("float64")
-    return pd.DataFrame({
-        "trial_id": h["trial_id"].astype("string"),
-        "timestamp": stamps,
-        "wall_s": stamps - stamps.iloc[0],
-        "chars_trained": added.cumsum(),
-        "value": value,
-        "best": best,
-    }, columns=columns)
-
-
-def first_reach(curve: pd.DataFrame, target: float, x: str, column: str = "best", mode: str = "min") -> float:
-    """``x`` (``wall_s`` or ``chars_trained``) at the first row where ``column`` reaches ``target``; NaN if never."""
-    if curve.empty or math.isnan(target):
-        return math.nan
-    values = curve[column].astype("float64").to_numpy()
-    with np.errstate(invalid="ignore"):
-        reached = values <= target if mode == "min" else values >= target
-    hits = np.flatnonzero(reached)
-    return float(curve[x].iloc[hits[0]]) if hits.size else math.nan
-
-
-def final(curve: pd.DataFrame, column: str = "best") -> float:
-    return float(curve[column].iloc[-1]) if len(curve) else math.nan
-
-
-def chars_at(curve: pd.DataFrame, timestamp: float) -> float:
-    """Characters trained by all trials up to and including ``timestamp``."""
-    seen = curve.loc[curve["timestamp"] <= timestamp, "chars_trained"]
-    return float(seen.max()) if len(seen) else 0.0
 
 
 def common_reference(trial_tables: Iterable[pd.DataFrame]) -> dict[str, float]:
@@ -238,107 +130,7 @@ def hypervolume_curve(trials: pd.DataFrame, curve: pd.DataFrame, reference: Mapp
 # --- pure maths: where a trial slot's time goes -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Overhead:
-    """Trial-slot time of one experiment (seconds), split four ways; the parts add up to ``capacity_s``."""
-
-    name: str
-    slots: int
-    wall_s: float
-    trials: int
-    rows: int
-    useful_s: float  # training + evaluation: train_time_s + eval_time_s at each trial's last row
-    startup_s: float  # a trial's (or a restored trial's) first report: time_this_iter_s − its train + eval
-    per_iter_s: float  # later reports: time_this_iter_s − the train + eval added since the previous iteration
-
-    @property
-    def capacity_s(self) -> float:
-        return self.slots * self.wall_s
-
-    @property
-    def idle_s(self) -> float:
-        """Slot time no trial reported on: free slots, worker start, scheduling, and work lost to restarts."""
-        return self.capacity_s - self.useful_s - self.startup_s - self.per_iter_s
-
-    def share(self, seconds: float) -> float:
-        return seconds / self.capacity_s if self.capacity_s > 0 else math.nan
-
-    @property
-    def useful_share(self) -> float:
-        return self.share(self.useful_s)
-
-
-def _te(row: Mapping[str, Any]) -> float:
-    return float(row.get("train_time_s") or 0.0) + float(row.get("eval_time_s") or 0.0)
-
-
-def overhead_from_rows(name: str, rows_by_trial: Mapping[str, Sequence[Mapping[str, Any]]], slots: int,
-                       wall_s: float | None) -> Overhead:
-    """Split ``slots × wall_s`` by Ray's raw ``result.json`` rows (file order, restored iterations included).
-
-    ``time_this_iter_s`` is the wall time between a trial's consecutive reports (from its start, for its first),
-    while ``train_time_s``/``eval_time_s`` are the trainer's cumulative clocks, carried over a restore. A row's
-    non-training time is its ``time_this_iter_s`` less the train + eval added since the last row of the iteration
-    before. ``wall_s`` None: from the earliest trial start (first timestamp − its ``time_this_iter_s``) to the last
-    report.
-    """
-    useful = startup = per_iter = 0.0
-    starts, ends, count = [], [], 0
-    for rows in rows_by_trial.values():
-        done_at: dict[int, float] = {}  # iteration -> train + eval at its last row so far
-        for k, row in enumerate(rows):
-            count += 1
-            iteration = int(row.get("iteration", row.get("training_iteration", k + 1)))
-            took = float(row.get("time_this_iter_s") or 0.0)
-            extra = took - (_te(row) - done_at.get(iteration - 1, 0.0))
-            if k == 0 or int(row.get("iterations_since_restore", 0)) == 1:
-                startup += extra
-            else:
-                per_iter += extra
-            done_at[iteration] = _te(row)
-            if row.get("timestamp") is not None:
-                starts.append(float(row["timestamp"]) - took)
-                ends.append(float(row["timestamp"]))
-        if rows:
-            useful += _te(rows[-1])
-    if wall_s is None or not wall_s > 0:
-        wall_s = max(ends) - min(starts) if ends else 0.0
-    return Overhead(name=name, slots=slots, wall_s=float(wall_s), trials=sum(1 for r in rows_by_trial.values() if r),
-                    rows=count, useful_s=useful, startup_s=startup, per_iter_s=per_iter)
-
-
-def read_raw_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every trial folder's ``result.json`` rows as written (a line cut short by a kill is skipped)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for result in sorted(Path(experiment_dir).glob("*/result.json")):
-        rows = []
-        for line in result.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
-        out[result.parent.name] = rows
-    return out
-
-
-def experiment_overhead(experiment_dir: Path) -> Overhead:
-    experiment_dir = Path(experiment_dir)
-    meta = read_meta(experiment_dir)
-    slots = int((meta.get("resources") or {}).get("slots") or 1)
-    wall = meta.get("wall_time_s")
-    return overhead_from_rows(experiment_dir.name, read_raw_rows(experiment_dir), slots,
-                              float(wall) if wall else None)
-
-
 # --- space files for the compared methods -------------------------------------------------------------------------
-
-
-def read_space_yaml(space: str) -> tuple[str, dict[str, Any]]:
-    """(name, raw mapping) of a built-in space or a YAML file, validated first."""
-    load_space(space)
-    path = find_space(space)
-    return path.stem, yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def random_space(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -363,65 +155,7 @@ def mo_space(data: Mapping[str, Any], sampler: str, scheduler: str) -> dict[str,
             "objectives": [{"metric": m, "mode": d} for m, d in MO_OBJECTIVES.items()]}
 
 
-def write_space(out: Path, name: str, data: Mapping[str, Any]) -> Path:
-    """Write a space copy under ``out/spaces/`` and check that it loads."""
-    path = out / "spaces" / f"{name}.yaml"
-    body = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
-    atomic_write_text(path, f"# written by tuning.bench_search\n{body}")
-    load_space(str(path))
-    return path
-
-
 # --- running searches ---------------------------------------------------------------------------------------------
-
-
-class BenchError(RuntimeError):
-    """A search the benchmark started failed; the message names its log."""
-
-
-def run_search(space: str, storage: Path, name: str, budget_s: float, seed: int | None = None,
-               extra: Sequence[str] = (), fresh: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Run ``python -m tuning.search`` in a subprocess and return its experiment directory.
-
-    A finished experiment of that name is reused (``fresh``: removed and run again); an unfinished one is an error.
-    The search's output goes to ``storage/<name>.log``.
-    """
-    storage = Path(storage).resolve()
-    experiment = storage / name
-    if experiment.exists():
-        meta_file = experiment / EXPERIMENT_META
-        finished = meta_file.is_file() and json.loads(meta_file.read_text()).get("finished_at")
-        if finished and not fresh:
-            log(f"reusing finished experiment {experiment}")
-            return experiment
-        if not fresh:
-            raise BenchError(f"{experiment} exists but is unfinished: remove it or pass --fresh")
-        shutil.rmtree(experiment)
-    storage.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "tuning.search", "--space", space, "--quiet", "--time-budget-s", f"{budget_s:g}",
-               "--storage-path", str(storage), "--name", name]
-    if seed is not None:
-        command += ["--seed", str(seed)]
-    command += list(extra)
-    log_file = storage / f"{name}.log"
-    log(f"search {name}: {' '.join(map(shlex.quote, command[1:]))} (log: {log_file})")
-    started = time.perf_counter()
-    with log_file.open("w", encoding="utf-8") as handle:
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=budget_s + 900)
-    log(f"search {name}: exit {proc.returncode} after {time.perf_counter() - started:.0f} s")
-    if proc.returncode != 0 or not (experiment / EXPERIMENT_META).is_file():
-        tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise BenchError(f"search {name} failed (exit {proc.returncode}); see {log_file}: " + " / ".join(tail))
-    return experiment
-
-
-def best_val_loss(experiment_dir: Path) -> tuple[float, int, int]:
-    """(best finite val_loss any trial reported, trials, completed trials) of an experiment directory."""
-    _, trials, history = load_experiment(Path(experiment_dir))
-    losses = history["val_loss"].astype("float64")
-    losses = losses[np.isfinite(losses)]
-    return (float(losses.min()) if len(losses) else math.nan, len(trials),
-            int((trials["status"] == "completed").sum()))
 
 
 # --- efficiency ---------------------------------------------------------------------------------------------------
@@ -514,18 +248,6 @@ def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], a
     return "\n".join(lines)
 
 
-def _finish_pair(fig: Any, ax_c: Any, ax_w: Any, ylabel: str, path: Path) -> None:
-    """The two panels every search plot has: against characters trained (log) and against wall time."""
-    ax_c.set_xscale("log")
-    ax_c.set_xlabel("characters trained, all trials")
-    ax_w.set_xlabel("wall time since first report (s)")
-    for ax in (ax_c, ax_w):
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    ax_w.legend(fontsize=7)
-    save_png(fig, path)
-
-
 def plot_efficiency(curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) -> None:
     import matplotlib
 
@@ -543,7 +265,7 @@ def plot_efficiency(curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) 
                   color=colors.get(method), ls=style, label=label)
         ax_w.plot(shown["wall_s"], shown["best"], drawstyle="steps-post", color=colors.get(method), ls=style,
                   label=label)
-    _finish_pair(fig, ax_c, ax_w, "best validation loss so far (nats/char)", path)
+    finish_pair(fig, ax_c, ax_w, "best validation loss so far (nats/char)", path)
 
 
 def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -563,7 +285,7 @@ def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for seed in seeds:
         for method in args.methods:
             experiment = run_search(spaces[method], out / "runs", f"{prefix}{method}-s{seed}", budget, seed,
-                                    args.search_args, args.fresh, log=_log)
+                                    args.search_args, args.fresh, log=log)
             _, trials, history = load_experiment(experiment)
             curves[(method, seed)] = progress_curve(history)
             counts[(method, seed)] = len(trials)
@@ -573,71 +295,11 @@ def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
     text = render_efficiency(rows, args.targets, argv, space, budget, seeds, f"{stem}.png", args.quick)
     atomic_write_text(out / f"{stem}.md", text)
     print(text)
-    _log(f"written: {out / f'{stem}.md'}")
+    log(f"written: {out / f'{stem}.md'}")
     return 0
 
 
 # --- overhead -----------------------------------------------------------------------------------------------------
-
-
-def render_overhead(items: Sequence[Overhead], argv: Sequence[str], plot_name: str) -> str:
-    lines = header("Search overhead: where trial-slot time goes", argv)
-    lines += [
-        "Slot time = slots × the experiment's wall time (`wall_time_s` of its metadata, else from the first trial's "
-        "start to the last report). Training + evaluation = the trainer's own `train_time_s + eval_time_s` at each "
-        "trial's last report, summed. Startup = each trial's first report's `time_this_iter_s` (Ray's wall time "
-        "since the trial started) less its training + evaluation: model build, FLOP count, data to device. "
-        "Per-iteration = later reports' `time_this_iter_s` less the training + evaluation they added: reporting, "
-        "checkpoints, and the last iteration's inference timing and text sample. Idle = the rest: free slots, "
-        "worker processes starting, scheduling, and work lost to restarts.",
-        "",
-    ]
-    head = ["experiment", "slots", "wall s", "trials", "training + evaluation", "startup", "per-iteration", "idle",
-            f"goal ≥ {GOAL_TRAIN_SHARE:.0%}"]
-    body = [[o.name, str(o.slots), f"{o.wall_s:.0f}", str(o.trials), pct(o.useful_share), pct(o.share(o.startup_s)),
-             pct(o.share(o.per_iter_s)), pct(o.share(o.idle_s)),
-             "**met**" if o.useful_share >= GOAL_TRAIN_SHARE else "**not met**"] for o in items]
-    lines += md_table(head, body, "lrrrrrrrl")
-    lines += ["", "Seconds of slot time:", ""]
-    seconds = [[o.name, f"{o.capacity_s:.0f}", f"{o.useful_s:.0f}", f"{o.startup_s:.1f}",
-                f"{o.startup_s / o.trials:.2f}" if o.trials else "–", f"{o.per_iter_s:.1f}",
-                f"{o.per_iter_s / max(1, o.rows - o.trials):.3f}", f"{o.idle_s:.0f}"] for o in items]
-    lines += md_table(["experiment", "slot s", "training + evaluation s", "startup s", "startup s/trial",
-                       "per-iteration s", "per-iteration s/report", "idle s"], seconds)
-    lines += ["", f"![trial-slot time by use]({plot_name})", ""]
-    return "\n".join(lines)
-
-
-def plot_overhead(items: Sequence[Overhead], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(items)))
-    parts = (("training + evaluation", "useful_s", "tab:green"), ("startup", "startup_s", "tab:orange"),
-             ("per-iteration", "per_iter_s", "tab:red"), ("idle", "idle_s", "tab:gray"))
-    left = np.zeros(len(items))
-    names = [o.name for o in items]
-    for label, attr, color in parts:
-        widths = np.array([100 * o.share(getattr(o, attr)) for o in items])
-        ax.barh(names, widths, left=left, color=color, label=label)
-        left += widths
-    ax.axvline(100 * GOAL_TRAIN_SHARE, color="black", ls="--", lw=1)
-    ax.set_xlabel("share of trial-slot time (%)")
-    ax.legend(fontsize=7, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    save_png(fig, path)
-
-
-def cmd_overhead(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    items = [experiment_overhead(Path(d)) for d in args.experiments]
-    out: Path = args.out
-    plot_overhead(items, out / "overhead.png")
-    text = render_overhead(items, argv, "overhead.png")
-    atomic_write_text(out / "overhead.md", text)
-    print(text)
-    _log(f"written: {out / 'overhead.md'}")
-    return 0
 
 
 # --- multiobjective -----------------------------------------------------------------------------------------------
@@ -735,7 +397,7 @@ def plot_mo(hv_curves: Mapping[tuple[str, int], pd.DataFrame], path: Path) -> No
                   color=colors.get(method), ls=style, label=f"{method} s{seed}")
         ax_w.plot(curve["wall_s"], curve["hypervolume"], drawstyle="steps-post", color=colors.get(method), ls=style,
                   label=f"{method} s{seed}")
-    _finish_pair(fig, ax_c, ax_w, "hypervolume (accuracy × train FLOPs/char)", path)
+    finish_pair(fig, ax_c, ax_w, "hypervolume (accuracy × train FLOPs/char)", path)
 
 
 def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -755,7 +417,7 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for seed in seeds:
         for method in MO_METHODS:
             experiment = run_search(files[method], out / "runs", f"{prefix}{method}-s{seed}", budget, seed,
-                                    args.search_args, args.fresh, log=_log)
+                                    args.search_args, args.fresh, log=log)
             _, trials, history = load_experiment(experiment)
             loaded[(method, seed)] = (trials, history)
     reference = common_reference(t for t, _ in loaded.values())
@@ -771,15 +433,11 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     text = render_mo(rows, reference, argv, space, budget, seeds, args.sampler, f"{stem}.png", args.quick)
     atomic_write_text(out / f"{stem}.md", text)
     print(text)
-    _log(f"written: {out / f'{stem}.md'}")
+    log(f"written: {out / f'{stem}.md'}")
     return 0
 
 
 # --- command line -------------------------------------------------------------------------------------------------
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _seeds(text: str) -> tuple[int, ...]:
