@@ -52,5 +52,16 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
         assert ratio, f"no homework-style ratio line for H={hidden}"
         assert all(_value(v) > 0 for v in ratio.groups())
 
+    # mixed precision: a bf16 peak and the bf16 trainer rows beside their float32 rows
+    assert re.search(rf"^bfloat16 autocast .* bf16 matmul peak: {NUMBER} GFLOP/s", text, re.MULTILINE)
+    bf16 = text[text.index("## Mixed precision"):text.index("## Goals")]
+    for hidden in (128, 512):
+        row = re.search(rf"^\| lstm \| {hidden} \| 64 \| (.*)\|$", bf16, re.MULTILINE)
+        assert row, f"no bf16 row for lstm H={hidden}"
+        cells = [c.strip() for c in row[1].split("|")]
+        assert _value(cells[1].rstrip(" †")) > 0 and _value(cells[4]) > 0 and cells[5].endswith("×")
+        assert cells[7].endswith("%")
+    assert re.search(r"^- With `precision: bf16` .*% at batch 64 \([0-9.]+× the float32 chars/s\)", text, re.M)
+
     assert re.search(r"^- Goal 1, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
     assert re.search(r"^- Goal 2, .*\*\*(met|not met)\*\*", text, re.MULTILINE)

@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuning import search
+from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
 from tuning.results import STATUSES, load_experiment
 from tuning.spaces import load_space
@@ -177,6 +178,14 @@ def test_searcher_state_pickles() -> None:
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_precision_flag_fixes_every_trials_precision(data_dir: Path) -> None:
+    plan = search.make_plan(search.build_parser().parse_args(["--space", "smoke", "--precision", "bf16"]))
+    assert plan.space.fixed["precision"] == "bf16" and "precision" not in {p.name for p in plan.space.params}
+    assert search.make_plan(search.build_parser().parse_args(["--space", "smoke"])).space.fixed.get("precision") is None
+    with pytest.raises(UserError, match="--precision: invalid choice: 'fp16'"):
+        search.build_parser().parse_args(["--space", "smoke", "--precision", "fp16"])
+
+
 def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     from tuning import tune_glue
 

@@ -9,7 +9,9 @@ Measured in one run, with one thread count, side by side:
    (embed 128, seq_len 50, batch 64, plus batch 128 for H=512 and 256 for LSTM H=512): training characters/s from
    the ``chars_trained`` and ``train_time_s`` it reports (its evaluation is outside that clock by design), achieved
    FLOP/s from calflops' ``train_flops_per_char``, and the share of the matmul peak;
-3. a homework-style trainer on the same model: stride-1 windows in a ``Dataset``, ``DataLoader(batch_size=128,
+3. mixed precision: the same trainer with ``precision: bf16`` (bfloat16 autocast) on a few rows, against a bf16
+   ``torch.mm`` peak measured the same way, and its speed-up over the float32 row;
+4. a homework-style trainer on the same model: stride-1 windows in a ``Dataset``, ``DataLoader(batch_size=128,
    shuffle=True)``, loss on the last position only, AdamW; targets/s and our trainer's ratio to it.
 
 This is a benchmark, not a test: it asserts nothing about speed. It prints a Markdown report and writes it
@@ -53,6 +55,8 @@ DEFAULT_OUT = Path("benchmarks/engine.md")
 CORPUS = "tinyshakespeare"
 CELL_ORDER = ("rnn", "lstm", "gru")
 HIDDEN_SIZES = (128, 256, 512)
+# precision bf16 rows (cell, H, batch): the goal's model at its two best batches, and the small LSTM
+BF16_ROWS = (("lstm", 128, 64), ("lstm", 512, 64), ("lstm", 512, 128))
 EMBED_DIM, SEQ_LEN, BATCH = 128, 50, 64  # TrainConfig's defaults for embed, seq_len and batch
 # Extra batch sizes for the widest models: 128 is in the Shakespeare search space, 256 is a diagnostic only.
 EXTRA_BATCHES: dict[tuple[str, int], tuple[int, ...]] = {
@@ -199,10 +203,10 @@ class OthersCpu:
 # --- 1. matmul peak ----------------------------------------------------------------------------------------------
 
 
-def mm_gflops(m: int, k: int, n: int, repeats: int) -> float:
-    """Best-of-``repeats`` GFLOP/s of a float32 (m×k)·(k×n) ``torch.mm`` (2·m·k·n FLOPs)."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+def mm_gflops(m: int, k: int, n: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` GFLOP/s of a (m×k)·(k×n) ``torch.mm`` in ``dtype`` (2·m·k·n FLOPs)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    out = torch.empty(m, n, dtype=dtype)
     inner = max(1, int(2e9 // (2 * m * k * n)))  # ≥ ~2 GFLOP per sample, so small products time well
     torch.mm(a, b, out=out)  # warm-up
     best = math.inf
@@ -214,8 +218,8 @@ def mm_gflops(m: int, k: int, n: int, repeats: int) -> float:
     return 2 * m * k * n / best / 1e9
 
 
-def matmul_peak(plan: Plan) -> dict[int, float]:
-    return {n: mm_gflops(n, n, n, plan.matmul_repeats) for n in plan.matmul_sizes}
+def matmul_peak(plan: Plan, dtype: torch.dtype = torch.float32) -> dict[int, float]:
+    return {n: mm_gflops(n, n, n, plan.matmul_repeats, dtype) for n in plan.matmul_sizes}
 
 
 # --- 2. our trainer ----------------------------------------------------------------------------------------------
@@ -230,6 +234,7 @@ class TrainerRow:
     samples: Samples  # in training characters
     train_flops_per_char: float
     capped: bool  # stopped by the wall-time cap before its timed seconds
+    precision: str = "fp32"
 
     @property
     def chars_per_s(self) -> float:
@@ -253,7 +258,8 @@ def steps_per_iteration(config: TrainConfig, vocab_size: int, plan: Plan) -> int
     return max(1, min(plan.max_steps_per_iter, round(steps)))
 
 
-def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus) -> TrainerRow:
+def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus,
+                  precision: str = "fp32") -> TrainerRow:
     """Run :func:`tuning.train.train` and time it by its own metrics, after warm-up iterations (≥ ``warmup_s``).
 
     A sample gathers consecutive iterations until their ``train_time_s`` increments reach ``sample_s``; it counts
@@ -264,7 +270,7 @@ def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus
     """
     base = TrainConfig(corpus=CORPUS, cell=cell, seq_len=SEQ_LEN, embed_dim=EMBED_DIM, hidden_size=hidden,
                        batch_size=batch, lr=LR, max_iters=10**9, checkpoint_every=10**9, val_max_chars=SEQ_LEN,
-                       sample_chars=1, threads=plan.threads, device="cpu", seed=0)
+                       sample_chars=1, threads=plan.threads, device="cpu", seed=0, precision=precision)
     steps = steps_per_iteration(base, corpus.vocab_size, plan)
     config = TrainConfig.from_dict({**base.to_dict(), "chars_per_iter": steps * base.chars_per_step})
     samples = Samples()
@@ -295,7 +301,7 @@ def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus
     except _Enough:
         pass
     return TrainerRow(cell=cell, hidden=hidden, batch=batch, steps=state["steps"], samples=samples,
-                      train_flops_per_char=state["flops"], capped=state["capped"])
+                      train_flops_per_char=state["flops"], capped=state["capped"], precision=precision)
 
 
 # --- 3. the homework-style trainer -------------------------------------------------------------------------------
@@ -390,6 +396,8 @@ class Results:
     trainer: list[TrainerRow] = field(default_factory=list)
     homework: list[HomeworkRow] = field(default_factory=list)
     gemm: dict[int, float] = field(default_factory=dict)  # batch → GFLOP/s of LSTM H=512's per-step GEMM
+    peak_bf16: dict[int, float] = field(default_factory=dict)  # bfloat16 torch.mm, same sizes
+    bf16: list[TrainerRow] = field(default_factory=list)  # precision bf16 rows (BF16_ROWS)
     note: str = ""
 
     @property
@@ -403,7 +411,12 @@ class Results:
         return sorted((r for r in self.trainer if (r.cell, r.hidden) == ("lstm", 512)), key=lambda r: r.batch)
 
     def share(self, r: TrainerRow) -> float:
-        return r.gflops / self.peak_gflops
+        """Of the peak in the row's own precision: a bf16 row against the bf16 matmul peak."""
+        return r.gflops / (self.peak_bf16_gflops if r.precision == "bf16" else self.peak_gflops)
+
+    @property
+    def peak_bf16_gflops(self) -> float:
+        return max(self.peak_bf16.values()) if self.peak_bf16 else math.nan
 
     def ratio(self, hidden: int) -> tuple[float, float, float]:
         hw = next(h for h in self.homework if h.hidden == hidden)
@@ -490,6 +503,12 @@ def goals(res: Results) -> list[str]:
         f"{_pct(res.share(b64))} ({b64.gflops:.1f} of {res.peak_gflops:.1f} GFLOP/s)"
         + (f"; other batches (not the default): {others}" if others else "") + _caveat(b64.samples)
     )
+    mixed = [(r, f) for r in res.bf16 for f in res.trainer
+             if (r.cell, r.hidden) == ("lstm", 512) and (f.cell, f.hidden, f.batch) == (r.cell, r.hidden, r.batch)]
+    if mixed:
+        lines.append("- With `precision: bf16` (not the default; judged against the bf16 peak): " + ", ".join(
+            f"{_pct(res.share(r))} at batch {r.batch} ({r.chars_per_s / f.chars_per_s:.2f}× the float32 chars/s)"
+            for r, f in mixed))
     return lines
 
 
@@ -560,6 +579,28 @@ def render(res: Results) -> str:
         ratio, ours, hw = res.ratio(h.hidden)
         lines += [f"Homework-style ratio, LSTM H={h.hidden} seq {SEQ_LEN}: {ratio:.1f}× (ours {_num(ours)} targets/s "
                   f"at batch {BATCH} / homework-style {_num(hw)} targets/s at batch {HOMEWORK_BATCH})", ""]
+    if res.bf16:
+        lines += [
+            "## Mixed precision: the same trainer with `precision: bf16`",
+            "",
+            "bfloat16 autocast on the training forward pass (weights, optimizer and evaluation stay float32). "
+            f"bf16 matmul peak: {res.peak_bf16_gflops:.1f} GFLOP/s (bfloat16 `torch.mm`, best of "
+            f"{p.matmul_repeats}; " + ", ".join(f"n={n}: {g:.1f}" for n, g in res.peak_bf16.items()) + "). "
+            "FLOPs per character are the same count as the float32 rows'; the share is of the bf16 peak.",
+            "",
+            "| cell | H | batch | timed steps | bf16 chars/s (median) | chars/s (mean) | chars/s quiet (n) "
+            "| float32 chars/s | speed-up | achieved GFLOP/s | % of bf16 peak | others' CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in res.bf16:
+            fp32 = next((f for f in res.trainer if (f.cell, f.hidden, f.batch) == (r.cell, r.hidden, r.batch)), None)
+            speed = f"{r.chars_per_s / fp32.chars_per_s:.2f}×" if fp32 else "–"
+            lines.append(
+                f"| {r.cell} | {r.hidden} | {r.batch} | {r.steps}{' ‡' if r.capped else ''} "
+                f"| {_rate_cells(r.samples)} | {_num(fp32.chars_per_s) if fp32 else '–'} | {speed} "
+                f"| {r.gflops:.1f} | {_pct(res.share(r))} | {_pct(r.samples.others_mean)} |"
+            )
+        lines.append("")
     lines += ["## Goals", "", *goals(res), "", "## LSTM H=512 and the matmul peak", ""]
     lines += [
         f"Per-step recurrent GEMM of LSTM H=512 alone (`torch.mm` B×512 · 512×2048, best of {p.matmul_repeats}): "
@@ -588,6 +629,12 @@ def run(plan: Plan, note: str = "", log: Callable[[str], None] = print) -> Resul
             for batch in (BATCH, *extra):
                 log(f"[{time.perf_counter() - t0:5.0f} s] trainer {cell} H={hidden} batch={batch} …")
                 res.trainer.append(bench_trainer(cell, hidden, batch, plan, corpus))
+    res.peak_bf16 = matmul_peak(plan, torch.bfloat16)
+    for cell, hidden, batch in BF16_ROWS:
+        if plan.quick and batch != BATCH:
+            continue
+        log(f"[{time.perf_counter() - t0:5.0f} s] trainer bf16 {cell} H={hidden} batch={batch} …")
+        res.bf16.append(bench_trainer(cell, hidden, batch, plan, corpus, precision="bf16"))
     torch.set_num_threads(plan.threads)  # train() sets it too; keep the header true
     res.wall_s = time.perf_counter() - t0
     res.load_end = load_average()

@@ -163,7 +163,7 @@ def _finite(value: Any) -> bool:
 
 # Column types, declared once (documented in the README's table of Parquet columns).
 TRIAL_TYPES: dict[str, str] = {
-    "trial_id": "string", "status": "string", "cell": "string", "lr_schedule": "string",
+    "trial_id": "string", "status": "string", "cell": "string", "lr_schedule": "string", "precision": "string",
     **{h: "Int64" for h in ("seq_len", "embed_dim", "hidden_size", "num_layers", "head_depth", "head_width",
                             "batch_size", "checkpoint_every", "val_max_chars", "sample_chars")},
     **{h: "float64" for h in ("dropout", "head_dropout", "lr", "lr_min_ratio", "weight_decay", "grad_clip",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning import storage
-from tuning.config import TrainConfig
+from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float,
                    help=f"GPU share per trial (default {DEFAULT_GPU_SHARE} when the cluster has GPUs, else 0)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: the slots the cluster has)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="training precision of every trial: fp32, or bf16 (mixed: bfloat16 autocast) "
+                        "(default: the space's, else fp32)")
     p.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint")
     p.add_argument("--trial-timeout-s", type=float, default=1800.0,
                    help="end a trial that reports nothing for this long (0 = never; default 1800)")
@@ -141,6 +144,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if args.max_iters < 1:
             raise UserError(f"--max-iters={args.max_iters} is invalid: an integer >= 1")
         space = space.with_max_iters(args.max_iters)
+    if args.precision is not None:  # fixed for every trial, replacing the space's value or distribution
+        space = replace(space, fixed={**space.fixed, "precision": args.precision},
+                        params=tuple(p for p in space.params if p.name != "precision"))
     if args.objectives:
         space = replace(space, objectives=parse_objectives_flag(args.objectives))
     constraints = dict(space.constraints)

@@ -45,7 +45,7 @@ REPORTED_METRICS = (
 # the budget section.
 SEARCHABLE = (
     "cell", "seq_len", "embed_dim", "hidden_size", "num_layers", "dropout", "head_depth", "head_width",
-    "head_dropout", "lr", "lr_schedule", "lr_min_ratio", "batch_size", "weight_decay", "grad_clip",
+    "head_dropout", "lr", "lr_schedule", "lr_min_ratio", "batch_size", "precision", "weight_decay", "grad_clip",
     "checkpoint_every", "val_max_chars", "sample_chars", "temperature",
 )
 TOP_KEYS = ("description", "corpus", "normalize_whitespace", "num_samples", "sampler", "seed", "objective",

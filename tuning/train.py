@@ -209,6 +209,8 @@ def train(
     own_dir = checkpoint_dir is None
     ckpt_dir = Path(tempfile.mkdtemp(prefix="tuning-ckpt-")) if own_dir else Path(checkpoint_dir)  # type: ignore[arg-type]
     metrics: Metrics = {}
+    # Mixed precision (config.precision): only the training forward pass; evaluation and inference stay float32.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     try:
         for iteration in range(start_iter + 1, config.max_iters + 1):
             gen = batch_generator(config, iteration)
@@ -222,8 +224,10 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr_at(step)  # lr_at knows the schedule; constant returns config.lr
                 x, y = draw_batch(train_ids, config.seq_len, config.batch_size, gen)
-                logits = model(x)  # (B, T, V)
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+                with autocast:
+                    logits = model(x)  # (B, T, V); bfloat16 under precision bf16
+                # the loss in float32 whatever the precision: a bf16 log-softmax over the vocabulary loses digits
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
