@@ -33,10 +33,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if cuda:
         config.hook.pytest_deselected(items=cuda)
         items[:] = [item for item in items if not item.get_closest_marker("cuda")]
-        config.stash[_DESELECTED] = len(cuda)
-
-
-_DESELECTED = pytest.StashKey[int]()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

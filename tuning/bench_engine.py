@@ -407,6 +407,10 @@ class Results:
     def row(self, cell: str, hidden: int, batch: int = BATCH) -> TrainerRow:
         return next(r for r in self.trainer if (r.cell, r.hidden, r.batch) == (cell, hidden, batch))
 
+    def fp32_of(self, r: TrainerRow) -> TrainerRow | None:
+        """The float32 row of the same model and batch as ``r`` (a bf16 row), if the run has one."""
+        return next((f for f in self.trainer if (f.cell, f.hidden, f.batch) == (r.cell, r.hidden, r.batch)), None)
+
     def lstm512(self) -> list[TrainerRow]:
         return sorted((r for r in self.trainer if (r.cell, r.hidden) == ("lstm", 512)), key=lambda r: r.batch)
 
@@ -503,8 +507,7 @@ def goals(res: Results) -> list[str]:
         f"{_pct(res.share(b64))} ({b64.gflops:.1f} of {res.peak_gflops:.1f} GFLOP/s)"
         + (f"; other batches (not the default): {others}" if others else "") + _caveat(b64.samples)
     )
-    mixed = [(r, f) for r in res.bf16 for f in res.trainer
-             if (r.cell, r.hidden) == ("lstm", 512) and (f.cell, f.hidden, f.batch) == (r.cell, r.hidden, r.batch)]
+    mixed = [(r, f) for r in res.bf16 if (r.cell, r.hidden) == ("lstm", 512) and (f := res.fp32_of(r)) is not None]
     if mixed:
         lines.append("- With `precision: bf16` (not the default; judged against the bf16 peak): " + ", ".join(
             f"{_pct(res.share(r))} at batch {r.batch} ({r.chars_per_s / f.chars_per_s:.2f}× the float32 chars/s)"
@@ -593,7 +596,7 @@ def render(res: Results) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res.bf16:
-            fp32 = next((f for f in res.trainer if (f.cell, f.hidden, f.batch) == (r.cell, r.hidden, r.batch)), None)
+            fp32 = res.fp32_of(r)
             speed = f"{r.chars_per_s / fp32.chars_per_s:.2f}×" if fp32 else "–"
             lines.append(
                 f"| {r.cell} | {r.hidden} | {r.batch} | {r.steps}{' ‡' if r.capped else ''} "
