@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
 
 
@@ -62,6 +64,21 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
         assert _value(cells[1].rstrip(" †")) > 0 and _value(cells[4]) > 0 and cells[5].endswith("×")
         assert cells[7].endswith("%")
     assert re.search(r"^- With `precision: bf16` .*% at batch 64 \([0-9.]+× the float32 chars/s\)", text, re.M)
+
+    # as the search runs trials: one-thread trials packed on the cores, each its own process
+    threads = len(os.sched_getaffinity(0))
+    packed = text[text.index("## As the search runs trials"):text.index("## Goals")]
+    assert re.search(rf"one-thread peak {NUMBER} GFLOP/s", packed)
+    for trials in sorted({1, threads}):
+        row = re.search(rf"^\| {trials} × 1 \| lstm \| 512 \| 64 \| (.*)\|$", packed, re.MULTILINE)
+        assert row, f"no packed row for {trials} trials"
+        cells = [c.strip() for c in row[1].split("|")]
+        per_trial = [_value(v) for v in cells[0].split(", ")]
+        assert len(per_trial) == trials and all(v > 0 for v in per_trial)
+        assert _value(cells[1].rstrip(" †")) == pytest.approx(sum(per_trial), rel=0.01, abs=trials)
+        assert float(cells[3]) > 0 and cells[5].endswith("%")
+    if threads > 1:
+        assert re.search(r"^- Goal 2 as the search runs trials .*\*\*(met|not met)\*\* at batch 64", text, re.M)
 
     assert re.search(r"^- Goal 1, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
     assert re.search(r"^- Goal 2, .*\*\*(met|not met)\*\*", text, re.MULTILINE)

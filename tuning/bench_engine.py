@@ -13,6 +13,9 @@ Measured in one run, with one thread count, side by side:
    ``torch.mm`` peak measured the same way, and its speed-up over the float32 row;
 4. a homework-style trainer on the same model: stride-1 windows in a ``Dataset``, ``DataLoader(batch_size=128,
    shuffle=True)``, loss on the last position only, AdamW; targets/s and our trainer's ratio to it.
+5. as the search runs trials (``--cpus-per-trial 1``: one torch thread per trial, one trial per core): the
+   trainer on LSTM H=512 as 1 and as N one-thread trials packed at once (:mod:`tuning.packing`, N = the thread
+   count), their characters/s added up, against the matmul peak at the same total thread count.
 
 This is a benchmark, not a test: it asserts nothing about speed. It prints a Markdown report and writes it
 atomically (default ``benchmarks/engine.md``). ``--quick`` shrinks every timing to a few steps and drops the
@@ -34,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +50,9 @@ from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
-from tuning.machine import cpu_model
+from tuning.machine import OthersCpu, cpu_model
 from tuning.model import CharLM, ModelConfig
+from tuning.packing import Packer, PackLevel
 from tuning.train import STATUS_RUNNING, train
 
 DEFAULT_OUT = Path("benchmarks/engine.md")
@@ -65,6 +69,8 @@ EXTRA_BATCHES: dict[tuple[str, int], tuple[int, ...]] = {
     ("gru", 512): (128,),
 }
 HOMEWORK_BATCH = 128
+# Packed one-thread trials (cell, H, batch): the goal's model at the default batch and at 128 (in the search space).
+PACKED_ROWS = (("lstm", 512, 64), ("lstm", 512, 128))
 HOMEWORK_HIDDEN = (128, 512)
 LR = 2e-3
 GOAL_RATIO = 40.0  # our targets/s over the homework's, LSTM H=128 seq 50
@@ -175,31 +181,6 @@ def load_average() -> str:
         return "n/a"
 
 
-def _cpu_ticks() -> tuple[int, int, int] | None:
-    """(busy ticks of all CPUs, all ticks of all CPUs, this process's ticks), or None off Linux."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = sum(values)  # user nice system idle iowait irq softirq steal
-    return total - values[3] - values[4], total, int(own[11]) + int(own[12])  # busy, total, utime + stime
-
-
-class OthersCpu:
-    """The share of the machine's CPU time that other processes (or the hypervisor's steal) took in a window."""
-
-    def __init__(self) -> None:
-        self.start = _cpu_ticks()
-
-    def share(self) -> float:
-        end = _cpu_ticks()
-        if self.start is None or end is None or end[1] <= self.start[1]:
-            return math.nan
-        busy, total, own = (e - s for e, s in zip(end, self.start, strict=True))
-        return min(1.0, max(0.0, (busy - own) / total))
-
-
 # --- 1. matmul peak ----------------------------------------------------------------------------------------------
 
 
@@ -258,6 +239,17 @@ def steps_per_iteration(config: TrainConfig, vocab_size: int, plan: Plan) -> int
     return max(1, min(plan.max_steps_per_iter, round(steps)))
 
 
+def trainer_config(cell: str, hidden: int, batch: int, plan: Plan, vocab_size: int, threads: int,
+                   precision: str = "fp32") -> TrainConfig:
+    """A benchmark row's config: runs until stopped, validation cut to one window and no checkpoint due (both lie
+    outside ``train_time_s`` anyway; this only saves wall time), iterations of about ``ITER_S``."""
+    base = TrainConfig(corpus=CORPUS, cell=cell, seq_len=SEQ_LEN, embed_dim=EMBED_DIM, hidden_size=hidden,
+                       batch_size=batch, lr=LR, max_iters=10**9, checkpoint_every=10**9, val_max_chars=SEQ_LEN,
+                       sample_chars=1, threads=threads, device="cpu", seed=0, precision=precision)
+    steps = steps_per_iteration(base, vocab_size, plan)
+    return TrainConfig.from_dict({**base.to_dict(), "chars_per_iter": steps * base.chars_per_step})
+
+
 def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus,
                   precision: str = "fp32") -> TrainerRow:
     """Run :func:`tuning.train.train` and time it by its own metrics, after warm-up iterations (≥ ``warmup_s``).
@@ -265,14 +257,9 @@ def bench_trainer(cell: str, hidden: int, batch: int, plan: Plan, corpus: Corpus
     A sample gathers consecutive iterations until their ``train_time_s`` increments reach ``sample_s``; it counts
     their ``chars_trained`` increments. The run is stopped from the report callback after ``plan.seconds`` of timed
     training (or ``WALL_CAP`` times that in wall time, when others load the machine), so it never reaches its last
-    iteration (whose inference timing and sampling are not training). Validation is cut to one window and no
-    checkpoint is due: both lie outside ``train_time_s`` anyway; this only saves wall time.
+    iteration (whose inference timing and sampling are not training).
     """
-    base = TrainConfig(corpus=CORPUS, cell=cell, seq_len=SEQ_LEN, embed_dim=EMBED_DIM, hidden_size=hidden,
-                       batch_size=batch, lr=LR, max_iters=10**9, checkpoint_every=10**9, val_max_chars=SEQ_LEN,
-                       sample_chars=1, threads=plan.threads, device="cpu", seed=0, precision=precision)
-    steps = steps_per_iteration(base, corpus.vocab_size, plan)
-    config = TrainConfig.from_dict({**base.to_dict(), "chars_per_iter": steps * base.chars_per_step})
+    config = trainer_config(cell, hidden, batch, plan, corpus.vocab_size, plan.threads, precision)
     samples = Samples()
     state: dict[str, Any] = {}
 
@@ -374,6 +361,48 @@ def bench_homework(hidden: int, plan: Plan, corpus: Corpus) -> HomeworkRow:
     return HomeworkRow(hidden=hidden, batches=len(samples) * chunk, samples=samples, capped=capped)
 
 
+# --- 5. as the search runs trials -------------------------------------------------------------------------------
+
+
+@dataclass
+class PackedRow:
+    cell: str
+    hidden: int
+    batch: int
+    level: PackLevel  # its trials run one torch thread each
+    peak_gflops: float  # float32 matmul peak at the same total thread count (level.trials threads)
+
+    @property
+    def chars_per_s(self) -> float:
+        return self.level.aggregate
+
+    @property
+    def gflops(self) -> float:
+        return self.chars_per_s * self.level.train_flops_per_char / 1e9
+
+    @property
+    def share(self) -> float:
+        return self.gflops / self.peak_gflops
+
+
+def bench_packed(packer: Packer, plan: Plan, vocab_size: int, peaks: Mapping[int, float], log: Callable[[str], None],
+                 t0: float) -> list[PackedRow]:
+    """LSTM H=512 as 1 and as ``plan.threads`` one-thread trials at once, each in its own process."""
+    rows = []
+    for cell, hidden, batch in PACKED_ROWS:
+        if plan.quick and batch != BATCH:
+            continue
+        config = trainer_config(cell, hidden, batch, plan, vocab_size, threads=1)
+        for n in sorted({1, plan.threads}):
+            log(f"[{time.perf_counter() - t0:5.0f} s] packed: {n} one-thread trial(s) of {cell} H={hidden} "
+                f"batch={batch} …")
+            level = packer.run(n, config, plan.seconds, warmup_s=plan.warmup_s)
+            if level.errors:
+                raise RuntimeError(f"packed {cell} H={hidden} batch={batch} × {n}: " + "; ".join(level.errors))
+            rows.append(PackedRow(cell, hidden, batch, level, peaks[n]))
+    return rows
+
+
 # --- the report --------------------------------------------------------------------------------------------------
 
 
@@ -398,6 +427,8 @@ class Results:
     gemm: dict[int, float] = field(default_factory=dict)  # batch → GFLOP/s of LSTM H=512's per-step GEMM
     peak_bf16: dict[int, float] = field(default_factory=dict)  # bfloat16 torch.mm, same sizes
     bf16: list[TrainerRow] = field(default_factory=list)  # precision bf16 rows (BF16_ROWS)
+    peak_1thread: dict[int, float] = field(default_factory=dict)  # float32 torch.mm on one thread, same sizes
+    packed: list[PackedRow] = field(default_factory=list)  # one-thread trials packed on the cores (PACKED_ROWS)
     note: str = ""
 
     @property
@@ -421,6 +452,9 @@ class Results:
     @property
     def peak_bf16_gflops(self) -> float:
         return max(self.peak_bf16.values()) if self.peak_bf16 else math.nan
+
+    def packed_row(self, batch: int, trials: int) -> PackedRow | None:
+        return next((r for r in self.packed if (r.batch, r.level.trials) == (batch, trials)), None)
 
     def ratio(self, hidden: int) -> tuple[float, float, float]:
         hw = next(h for h in self.homework if h.hidden == hidden)
@@ -507,11 +541,69 @@ def goals(res: Results) -> list[str]:
         f"{_pct(res.share(b64))} ({b64.gflops:.1f} of {res.peak_gflops:.1f} GFLOP/s)"
         + (f"; other batches (not the default): {others}" if others else "") + _caveat(b64.samples)
     )
+    packed = [r for r in res.packed if r.level.trials == res.plan.threads > 1]
+    if packed:
+        lines.append(
+            f"- Goal 2 as the search runs trials (`--cpus-per-trial 1`: {res.plan.threads} one-thread trials packed "
+            f"on {res.plan.threads} cores, against the {res.plan.threads}-thread peak): " + ", ".join(
+                f"**{'met' if r.share >= GOAL_SHARE else 'not met'}** at batch {r.batch}: {_pct(r.share)} "
+                f"({r.gflops:.1f} GFLOP/s)" + (" (†)" if r.level.others >= QUIET else "") for r in packed))
     mixed = [(r, f) for r in res.bf16 if (r.cell, r.hidden) == ("lstm", 512) and (f := res.fp32_of(r)) is not None]
     if mixed:
         lines.append("- With `precision: bf16` (not the default; judged against the bf16 peak): " + ", ".join(
             f"{_pct(res.share(r))} at batch {r.batch} ({r.chars_per_s / f.chars_per_s:.2f}× the float32 chars/s)"
             for r, f in mixed))
+    return lines
+
+
+def packed_section(res: Results) -> list[str]:
+    p = res.plan
+    peak1 = max(res.peak_1thread.values())
+    lines = [
+        "## As the search runs trials: one-thread trials packed on the cores",
+        "",
+        "`python -m tuning.search` gives every trial `--cpus-per-trial` CPUs (default 1) and as many torch threads, "
+        f"so on this machine {p.threads} one-thread trials train at once. Here each trial is its own spawned process "
+        "(`tuning.packing`, as Ray's workers are) running the same trainer and model as above with one thread; "
+        f"each warms up (≥ {p.warmup_s:g} s of training), all wait at a barrier, then train the same ≥ {p.seconds:g} "
+        "s window; chars/s is their sum by the wall clock of that window (evaluation of one window between "
+        "iterations included). The share is of the float32 matmul peak at the same total thread count: "
+        f"one-thread peak {peak1:.1f} GFLOP/s ("
+        + ", ".join(f"n={n}: {g:.1f}" for n, g in res.peak_1thread.items())
+        + f"), {p.threads}-thread peak {res.peak_gflops:.1f} GFLOP/s (above). \"Others' CPU\": the most any "
+        "trial's window saw used by processes other than the trials (†: 10% or more, not a fair measurement).",
+        "",
+        "| trials × threads | cell | H | batch | chars/s per trial | chars/s, all trials | train FLOP/char "
+        "| achieved GFLOP/s | matmul peak (GFLOP/s) | % of matmul peak | others' CPU |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res.packed:
+        per = ", ".join(_num(x.wall_chars_per_s) for x in r.level.rates)
+        mark = " †" if r.level.others >= QUIET else ""
+        lines.append(
+            f"| {r.level.trials} × 1 | {r.cell} | {r.hidden} | {r.batch} | {per} | {_num(r.chars_per_s)}{mark} "
+            f"| {_num(r.level.train_flops_per_char)} | {r.gflops:.1f} | {r.peak_gflops:.1f} | {_pct(r.share)} "
+            f"| {_pct(r.level.others)} |"
+        )
+    for t in res.lstm512():
+        if any(q.batch == t.batch for q in res.packed):
+            lines.append(
+                f"| 1 × {p.threads} (the table above) | {t.cell} | {t.hidden} | {t.batch} | {_num(t.chars_per_s)} "
+                f"| {_num(t.chars_per_s)} | {_num(t.train_flops_per_char)} | {t.gflops:.1f} "
+                f"| {res.peak_gflops:.1f} | {_pct(res.share(t))} | {_pct(t.samples.others_mean)} |"
+            )
+    lines.append("")
+    one = res.packed_row(BATCH, p.threads)
+    if one is not None and p.threads > 1:
+        single = res.row("lstm", 512)
+        gain = one.chars_per_s / single.chars_per_s
+        text = (f"At batch {BATCH}, {p.threads} one-thread trials train {gain:.2f}× the characters per second of one "
+                f"{p.threads}-thread trainer ({_pct(one.share)} against {_pct(res.share(single))} of the same peak).")
+        if gain > 1.05:
+            text += (f" The likely reason: with one thread per trial, each of the {SEQ_LEN} dependent per-step GEMMs "
+                     "(forward and backward) and the gate nonlinearities after it run on one core, with no "
+                     "synchronisation between threads at every small product.")
+        lines += [text, ""]
     return lines
 
 
@@ -604,6 +696,8 @@ def render(res: Results) -> str:
                 f"| {r.gflops:.1f} | {_pct(res.share(r))} | {_pct(r.samples.others_mean)} |"
             )
         lines.append("")
+    if res.packed:
+        lines += packed_section(res)
     lines += ["## Goals", "", *goals(res), "", "## LSTM H=512 and the matmul peak", ""]
     lines += [
         f"Per-step recurrent GEMM of LSTM H=512 alone (`torch.mm` B×512 · 512×2048, best of {p.matmul_repeats}): "
@@ -638,7 +732,15 @@ def run(plan: Plan, note: str = "", log: Callable[[str], None] = print) -> Resul
             continue
         log(f"[{time.perf_counter() - t0:5.0f} s] trainer bf16 {cell} H={hidden} batch={batch} …")
         res.bf16.append(bench_trainer(cell, hidden, batch, plan, corpus, precision="bf16"))
+    torch.set_num_threads(1)
+    res.peak_1thread = matmul_peak(plan)
     torch.set_num_threads(plan.threads)  # train() sets it too; keep the header true
+    peaks = {1: max(res.peak_1thread.values()), plan.threads: res.peak_gflops}
+    packer = Packer(plan.threads)
+    try:
+        res.packed = bench_packed(packer, plan, corpus.vocab_size, peaks, log, t0)
+    finally:
+        packer.close()
     res.wall_s = time.perf_counter() - t0
     res.load_end = load_average()
     return res

@@ -8,10 +8,10 @@ the search's Ray start and report after it):
 2. the trainer's achieved FLOP/s, :func:`tuning.train.train` itself on LSTM H=512 (embed 128), seq_len 50, batch 256:
    training characters/s by its own ``train_time_s`` clock over ≥ 10 s after a warm-up iteration, times calflops'
    ``train_flops_per_char``, as a share of the fp32 peak;
-3. packing: 1, 2, 4 and 8 trials at once on the one GPU, each its own OS process (multiprocessing spawn, as Ray's
-   workers are) running ``train()`` on LSTM H=256, seq_len 50, batch 128 with ``gpu_memory_fraction`` = 1/N; they
-   warm up, wait at a barrier, train for the same ``--pack-seconds`` (default 15) of wall time, and their
-   characters/s add up;
+3. packing (:mod:`tuning.packing`): 1, 2, 4 and 8 trials at once on the one GPU, each its own OS process
+   (multiprocessing spawn, as Ray's workers are) running ``train()`` on LSTM H=256, seq_len 50, batch 128 with
+   ``gpu_memory_fraction`` = 1/N; they warm up, wait at a barrier, train for the same ``--pack-seconds`` (default 15)
+   of wall time, and their characters/s add up;
 4. the best validation loss a default search reaches in ``--minutes``: ``python -m tuning.search --space shakespeare
    --time-budget-s 60·minutes --gpus-per-trial 0.25 --quiet --storage-path OUT/runs``.
 
@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import multiprocessing as mp
 import os
-import queue
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -41,12 +38,12 @@ from tuning.bench_common import BenchError
 from tuning.config import TrainConfig
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
+from tuning.packing import Packer, PackLevel, Rate, measure_rate
 
 DEFAULT_OUT = Path("benchmarks")
 OUT_FILE = "gpu.md"
 CORPUS = "tinyshakespeare"
 GPU_SHARE = 0.25  # the search driver's default: four trials per GPU
-BARRIER_TIMEOUT_S = 180.0  # CUDA start, the FLOP count and a warm-up iteration, in up to 8 processes at once
 
 
 @dataclass(frozen=True)
@@ -131,153 +128,6 @@ def matmul_peaks(plan: Plan) -> dict[str, float]:
         "fp32": mm_tflops(p[0], torch.float32, *p[1:]),
         "tf32": mm_tflops(p[0], torch.float32, *p[1:], tf32=True),
     }
-
-
-# --- 2 and 3. the trainer -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rate:
-    """One timed window of :func:`tuning.train.train`, after its warm-up iteration."""
-
-    chars: float
-    train_s: float  # the trainer's own clock (synchronised; evaluation outside it)
-    wall_s: float  # wall time of the window (evaluation between iterations included)
-    train_flops_per_char: float
-
-    @property
-    def chars_per_s(self) -> float:
-        """By the trainer's clock: what the training loop itself achieves."""
-        return self.chars / self.train_s if self.train_s > 0 else math.nan
-
-    @property
-    def wall_chars_per_s(self) -> float:
-        """By the wall clock: what a trial delivers, evaluation included."""
-        return self.chars / self.wall_s if self.wall_s > 0 else math.nan
-
-    @property
-    def tflops(self) -> float:
-        return self.chars_per_s * self.train_flops_per_char / 1e12
-
-
-class _Enough(Exception):
-    """Raised from the report callback to end a run once its timed window is long enough."""
-
-
-def measure_rate(config: TrainConfig, seconds: float, wait: Callable[[], Any] | None = None) -> Rate:
-    """Train ``config`` with :func:`tuning.train.train`: the first iteration warms up (CUDA context, cuDNN plans),
-    then ``wait()`` (a barrier, for packed runs), then a window of at least ``seconds`` of whole iterations."""
-    from tuning.train import train
-
-    state: dict[str, Any] = {}
-
-    def report(metrics: dict[str, Any], _checkpoint: Path | None) -> None:
-        chars, train_s = float(metrics["chars_trained"]), float(metrics["train_time_s"])
-        if "start" not in state:
-            if wait is not None:
-                wait()
-            state["start"] = (time.perf_counter(), chars, train_s)
-            return
-        t0, c0, s0 = state["start"]
-        now = time.perf_counter()
-        if now - t0 >= seconds:
-            state["rate"] = Rate(chars=chars - c0, train_s=train_s - s0, wall_s=now - t0,
-                                 train_flops_per_char=float(metrics["train_flops_per_char"]))
-            raise _Enough
-
-    try:
-        metrics = train(config, report)
-    except _Enough:
-        return state["rate"]
-    raise RuntimeError(f"training ended before its timed window ({metrics.get('trial_status')})")
-
-
-def _pack_worker(jobs: Any, results: Any) -> None:
-    """A packed trial's process: takes (config, seconds, memory fraction, barrier) jobs until it gets None."""
-    from tuning import complexity  # noqa: F401  (imports calflops: slow, so while the parent measures)
-
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        config, seconds, fraction, barrier = job
-        try:
-            cfg = TrainConfig.from_dict(config)
-            if cfg.device == "cuda":
-                # train() sets the share only below 1; this process may have run a smaller share before.
-                torch.cuda.set_per_process_memory_fraction(fraction)
-            rate = measure_rate(replace(cfg, gpu_memory_fraction=fraction), seconds, wait=barrier.wait)
-            results.put({"pid": os.getpid(), **asdict(rate)})
-        except BaseException as exc:  # report it and free the others from the barrier
-            results.put({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-            try:
-                barrier.abort()
-            except Exception:
-                pass
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
-
-@dataclass
-class PackLevel:
-    trials: int
-    rates: list[Rate] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def aggregate(self) -> float:
-        """Characters per second of all the trials together (each by the wall clock of the shared window)."""
-        return sum(r.wall_chars_per_s for r in self.rates) if self.rates and not self.errors else math.nan
-
-    @property
-    def train_flops_per_char(self) -> float:
-        return self.rates[0].train_flops_per_char if self.rates else math.nan
-
-
-class Packer:
-    """Worker processes started once (their imports overlap the other measurements), then given 1, 2, 4, … jobs."""
-
-    def __init__(self, workers: int) -> None:
-        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-        self.manager = ctx.Manager()
-        self.jobs: Any = ctx.Queue()
-        self.results: Any = ctx.Queue()
-        self.procs = [ctx.Process(target=_pack_worker, args=(self.jobs, self.results), daemon=True)
-                      for _ in range(workers)]
-        for p in self.procs:
-            p.start()
-
-    def run(self, n: int, config: TrainConfig, seconds: float) -> PackLevel:
-        """N jobs at once. A worker blocks in its job until all N have warmed up, so N distinct workers run them."""
-        alive = sum(p.is_alive() for p in self.procs)
-        if alive < n:  # a worker died (killed for memory?): N jobs would wait at the barrier until its timeout
-            return PackLevel(trials=n, errors=[f"only {alive} of {len(self.procs)} worker processes alive"])
-        barrier = self.manager.Barrier(n, timeout=BARRIER_TIMEOUT_S)
-        for _ in range(n):
-            self.jobs.put((config.to_dict(), seconds, 1.0 / n, barrier))
-        level = PackLevel(trials=n)
-        deadline = time.monotonic() + BARRIER_TIMEOUT_S + 4 * seconds + 60
-        for _ in range(n):
-            try:
-                got = self.results.get(timeout=max(1.0, deadline - time.monotonic()))
-            except queue.Empty:
-                level.errors.append("timed out waiting for a packed trial")
-                break
-            if "error" in got:
-                level.errors.append(got["error"])
-            else:
-                level.rates.append(Rate(**{k: got[k] for k in ("chars", "train_s", "wall_s", "train_flops_per_char")}))
-        return level
-
-    def close(self) -> None:
-        for _ in self.procs:
-            self.jobs.put(None)
-        for p in self.procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-        self.manager.shutdown()
 
 
 # --- 4. a search --------------------------------------------------------------------------------------------------
