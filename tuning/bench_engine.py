@@ -2,7 +2,7 @@
 
 ``python -m tuning.bench_engine [--out FILE.md] [--seconds S] [--threads N] [--quick] [--note TEXT]``
 
-Measured in one run, with one thread count, side by side:
+Measured in one run, side by side, with the thread count of --threads (5.: one thread per packed trial):
 
 1. the matmul peak: float32 ``torch.mm`` of square matrices, best of a few repeats (2·n³ FLOPs per product);
 2. the real trainer, :func:`tuning.train.train` itself, on tiny Shakespeare for rnn/lstm/gru × H 128/256/512
