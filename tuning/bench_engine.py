@@ -384,6 +384,11 @@ class PackedRow:
     def share(self) -> float:
         return self.gflops / self.peak_gflops
 
+    @property
+    def contended(self) -> bool:
+        """Other processes used ``QUIET`` or more of the CPU during some trial's window: not a fair measurement."""
+        return self.level.others >= QUIET
+
 
 def bench_packed(packer: Packer, plan: Plan, vocab_size: int, peaks: Mapping[int, float], log: Callable[[str], None],
                  t0: float) -> list[PackedRow]:
@@ -547,7 +552,7 @@ def goals(res: Results) -> list[str]:
             f"- Goal 2 as the search runs trials (`--cpus-per-trial 1`: {res.plan.threads} one-thread trials packed "
             f"on {res.plan.threads} cores, against the {res.plan.threads}-thread peak): " + ", ".join(
                 f"**{'met' if r.share >= GOAL_SHARE else 'not met'}** at batch {r.batch}: {_pct(r.share)} "
-                f"({r.gflops:.1f} GFLOP/s)" + (" (†)" if r.level.others >= QUIET else "") for r in packed))
+                f"({r.gflops:.1f} GFLOP/s)" + (" (†)" if r.contended else "") for r in packed))
     mixed = [(r, f) for r in res.bf16 if (r.cell, r.hidden) == ("lstm", 512) and (f := res.fp32_of(r)) is not None]
     if mixed:
         lines.append("- With `precision: bf16` (not the default; judged against the bf16 peak): " + ", ".join(
@@ -579,7 +584,7 @@ def packed_section(res: Results) -> list[str]:
     ]
     for r in res.packed:
         per = ", ".join(_num(x.wall_chars_per_s) for x in r.level.rates)
-        mark = " †" if r.level.others >= QUIET else ""
+        mark = " †" if r.contended else ""
         lines.append(
             f"| {r.level.trials} × 1 | {r.cell} | {r.hidden} | {r.batch} | {per} | {_num(r.chars_per_s)}{mark} "
             f"| {_num(r.level.train_flops_per_char)} | {r.gflops:.1f} | {r.peak_gflops:.1f} | {_pct(r.share)} "
