@@ -28,7 +28,7 @@ from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
 from tuning.machine import hardware, library_versions
 from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
-from tuning.storage import is_uri
+from tuning.storage import check_resumable, is_uri, ray_storage
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
 # then loses up to that much bookkeeping. Our iterations take seconds to minutes, so saving every second
@@ -190,6 +190,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise UserError(f"--resume: no experiment of space {space.name!r} in {storage} (give --name)")
         if not is_uri(storage) and not (Path(storage) / name / EXPERIMENT_META).is_file():
             raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
+        if not is_uri(storage):
+            check_resumable(Path(storage) / name)
     else:
         name = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         if not is_uri(storage) and (Path(storage) / name).exists():
@@ -332,8 +334,9 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     runnable = tune.with_resources(
         tune.with_parameters(trainable, corpus=plan.corpus, trial_timeout_s=args.trial_timeout_s), resources
     )
+    storage_path, filesystem = ray_storage(plan.storage)
     if args.resume:
-        return tune.Tuner.restore(f"{plan.storage}/{plan.name}", trainable=runnable,
+        return tune.Tuner.restore(f"{storage_path}/{plan.name}", trainable=runnable, storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True)
     metric, mode = space.objective.metric, space.objective.mode
     scheduler: Any = FIFOScheduler()
@@ -385,7 +388,8 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
         ),
         run_config=tune.RunConfig(
             name=plan.name,
-            storage_path=plan.storage,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             progress_reporter=progress,

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickletools
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tuning.errors import UserError
 from tuning.files import atomic_write_json
 
+PARTIAL_SUFFIX = ".part"  # a file being written by tuning.atomic_fs, renamed when whole
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://", "file://")
 
 
@@ -67,3 +70,41 @@ def local_copy(location: str) -> Iterator[Path]:
         yield tmp / "experiment"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ray_storage(location: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray: a local folder through
+    :func:`tuning.atomic_fs.atomic_local_filesystem`; a URI as it is (an object store's PUT is all-or-nothing)."""
+    if is_uri(location):
+        return location, None
+    from tuning.atomic_fs import atomic_local_filesystem
+
+    return str(Path(location).resolve()), atomic_local_filesystem()
+
+
+def check_resumable(folder: Path) -> None:
+    """Refuse to resume from damaged state, which Ray would answer by silently starting the experiment over.
+
+    Checks the newest driver state and searcher state files parse to the end (pickles by walking their opcodes
+    with ``pickletools``, which executes nothing). Stray partial files from a killed writer are removed.
+    """
+    for stray in folder.rglob(f".*{PARTIAL_SUFFIX}"):
+        stray.unlink(missing_ok=True)
+    searcher = "to resume without the searcher's memory"
+    for pattern, kind, without in (("experiment_state-*.json", "json", "to resume from an earlier run's state"),
+                                   ("search_gen_state-*.json", "pickle", searcher),
+                                   ("searcher-state-*.pkl", "pickle", searcher)):
+        files = sorted(folder.glob(pattern))
+        if not files:
+            continue
+        newest = files[-1]  # Ray's own choice: the greatest name, i.e. the latest session's timestamp
+        try:
+            data = newest.read_bytes()
+            if kind == "json":
+                json.loads(data)
+            else:
+                for _ in pickletools.genops(data):
+                    pass
+        except (ValueError, OSError) as exc:
+            raise UserError(f"--resume: {newest} is damaged ({type(exc).__name__}: {exc}); Ray would restart the "
+                            f"experiment from nothing: move that file away {without}") from None
