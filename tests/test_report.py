@@ -49,6 +49,7 @@ from tuning.results import (
     asha_milestones,
     classify,
     history_frame,
+    load_experiment,
     trials_frame,
 )
 
@@ -572,11 +573,11 @@ def test_plots_write_png(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- write_report / main
 
 
-def make_experiment(root: Path) -> Path:
+def make_experiment(root: Path, scheduler: str = "asha") -> Path:
     """A hand-made Ray experiment directory: state file, trial folders, result.json lines, an error.txt."""
     exp = root / "exp"
     exp.mkdir()
-    (exp / "tuning_experiment.json").write_text(json.dumps(META), encoding="utf-8")
+    (exp / "tuning_experiment.json").write_text(json.dumps({**META, "scheduler": scheduler}), encoding="utf-8")
     base = {"chars_trained": 0, "train_loss": 2.0, "val_loss": 2.0, ACCURACY: 0.4, "train_time_s": 1.0,
             "params": 100, FLOPS: 1000.0}
     trials = {
@@ -605,6 +606,14 @@ def make_experiment(root: Path) -> Path:
         state.append([json.dumps({"trial_id": tid, "status": status, "relative_logdir": d.name}), json.dumps({})])
     (exp / "experiment_state-2024.json").write_text(json.dumps({"trial_data": state}))
     return exp
+
+
+@pytest.mark.parametrize(("scheduler", "stopped"), [("asha", "early_stopped"), ("asha_first", "early_stopped"),
+                                                     ("none", "unfinished")])
+def test_a_trial_ended_at_a_rung_is_early_stopped_under_either_asha(tmp_path: Path, scheduler: str,
+                                                                    stopped: str) -> None:
+    _, trials, _ = load_experiment(make_experiment(tmp_path, scheduler))
+    assert trials.set_index("trial_id")["status"]["bbb"] == stopped
 
 
 def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

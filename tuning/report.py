@@ -238,7 +238,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
         ("sampler", f"{meta.get('sampler')} (seed {meta.get('seed')})"),
         ("scheduler", str(meta.get("scheduler", "?")) + (
             f" (grace {budget.get('grace_iters')}, reduction factor {budget.get('reduction_factor')}, "
-            f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") == "asha" else "")),
+            f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") in ("asha", "asha_first") else "")),
         ("budget", f"{budget.get('max_iters')} iterations × {fmt(budget.get('chars_per_iter'), 'si')} characters"),
         ("hardware", f"{hw.get('cpu', '?')} × {hw.get('cpu_count', '?')} CPUs"
                      + (f", {hw.get('gpu_count')} × {hw.get('gpu')}" if hw.get("gpu") else ", no GPU")),

@@ -109,7 +109,7 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     budget = meta.get("budget", {})
     max_iters = int(budget.get("max_iters", 0))
     milestones = asha_milestones(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))) \
-        if meta.get("scheduler") == "asha" else set()
+        if meta.get("scheduler") in ("asha", "asha_first") else set()
     state = _read_state(experiment_dir)
     trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
     ids = {}
