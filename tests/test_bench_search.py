@@ -63,12 +63,16 @@ def test_hypervolume_curve_with_a_common_reference() -> None:
     reference = bs.common_reference([trials, other])
     assert reference == {"val_acc_last": 0.0, "train_flops_per_char": pytest.approx(1100.0)}
     curve = bc.progress_curve(history(HISTORY))
-    hv = bs.hypervolume_curve(trials, curve, reference)
+    hv = bs.hypervolume_curve(trials, curve, reference, log_flops=False)
     # a alone: 0.5 × (1100 − 100) = 500; with c: + (0.6 − 0.5) × (1100 − 200) = 90. b stopped early: left out.
     assert list(hv["hypervolume"]) == pytest.approx([0.0, 500.0, 590.0, 590.0])
+    logged = bs.hypervolume_curve(trials, curve, reference)  # the default: over decades of FLOPs
+    a, c = 0.5 * math.log10(1100 / 100), 0.1 * math.log10(1100 / 200)  # the same boxes, widths in decades
+    assert list(logged["hypervolume"]) == pytest.approx([0.0, a, a + c, a + c])
+    assert list(logged["chars_trained"]) == list(hv["chars_trained"])
     assert list(hv["chars_trained"]) == [0.0, 250.0, 400.0, 400.0]  # compute by then, all trials
     assert list(hv["wall_s"]) == [0.0, 10.0, 30.0, 30.0]  # the last row: the run's last report
-    early = bs.hypervolume_curve(trials[trials["trial_id"] != "c"], curve, reference)
+    early = bs.hypervolume_curve(trials[trials["trial_id"] != "c"], curve, reference, log_flops=False)
     assert list(early["hypervolume"]) == pytest.approx([0.0, 500.0, 500.0])  # flat to the end of the run
     assert list(early["chars_trained"]) == [0.0, 250.0, 400.0]
     assert bs.common_reference([]) == {"val_acc_last": 0.0, "train_flops_per_char": 1.0}
@@ -81,12 +85,14 @@ def test_mo_rows_and_goal() -> None:
                          "hypervolume": [0.0, 3.0, 4.0]})
     curves = {("mo-asha", 0): asha, ("mo-random", 0): rand}
     rows = bs.mo_rows(curves, {("mo-asha", 0): (9, 2), ("mo-random", 0): (3, 2)},
-                      {("mo-asha", 0): 300.0, ("mo-random", 0): 1000.0})
+                      {("mo-asha", 0): 300.0, ("mo-random", 0): 1000.0},
+                      linear={("mo-asha", 0): 7.5e6, ("mo-random", 0): 8.5e6})
     by = {r.method: r for r in rows}
     assert by["mo-asha"].reach_chars == 100.0 and by["mo-random"].reach_chars == 1000.0
     text = bs.render_mo(rows, {"val_acc_last": 0.0, "train_flops_per_char": 1e6}, ["multiobjective"], "smoke", 40,
                         (0,), "nsga2", "m.png", False)
     assert "**mo-asha**" in text and "**0.1**" in text and "ratio ≤ 1/3: **met**" in text
+    assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \|$", text, re.MULTILINE)
 
 
 # --- space copies -------------------------------------------------------------------------------------------------
