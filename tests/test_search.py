@@ -240,11 +240,15 @@ def test_storage_uri_goes_through_pyarrow(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.usefixtures("ray_session")
 def test_every_trial_failed_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A watchdog shorter than any first report ends every trial (no retries): exit status 1, report still written.
+    # --max-iters 3 with smoke's reduction factor 2 puts ASHA's last rung at 2 of 3 iterations: a warning first.
     code = search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--name", "fail", "--quiet",
                         "--gpus-per-trial", "0", "--num-samples", "2", "--trial-timeout-s", "0.2",
-                        "--max-failures", "0"])
+                        "--max-failures", "0", "--max-iters", "3"])
     assert code == 1
-    assert "every trial failed (2)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "every trial failed (2)" in err
+    assert "warning: budget: max_iters 3 is not grace_iters × reduction_factor^k (1, 2, 4, …): ASHA's last rung, at " \
+           "iteration 2, stops trials after 67% of their budget" in err
     trials = read_trials(tmp_path / "fail" / "report")
     assert (trials["status"] == "errored").all() and trials["error"].str.contains("watchdog").all()
 

@@ -27,7 +27,7 @@ from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
 from tuning.machine import hardware, library_versions
-from tuning.spaces import SearchSpace, load_space, parse_objectives_flag
+from tuning.spaces import SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
@@ -400,6 +400,9 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     plan = make_plan(args)  # every user mistake that needs no cluster stops here, before Ray starts
+    advice = rung_advice(plan.space.budget, plan.space.scheduler)
+    if advice:
+        print(f"warning: {advice}", file=sys.stderr)
     start_ray(args)
     slots = plan_resources(args)
     check_storage_reachable(plan.storage)
