@@ -100,8 +100,9 @@ def rung_advice(budget: Budget, scheduler: str) -> str | None:
     arithmetic assumes ``max_iters`` is itself one of those points. Otherwise the last rung sits less than a factor
     ``rf`` below the end and stops trials that have already spent most of their budget, to save little: with
     ``max_iters`` 4 and rf 3, the rung at 3 discards 3/4 of each stopped trial's cost to save the last 1/4. (A
-    replay of recorded learning curves, on the multi-objective benchmark's 4-iteration trials, reached random
-    search's final hypervolume with 0.69× its compute with one rung at iteration 1, and 1.05× with rungs at 1 and 3.)
+    replay of the multi-objective benchmark's recorded 4-iteration curves through MO-ASHA, ``python -m
+    tuning.bench_replay``, reached random search's final hypervolume with 0.69× its compute with one rung at
+    iteration 1, and 0.92× with rungs at 1 and 3: benchmarks/replay-mo-rung-1.md, replay-mo-rungs-1-3.md.)
     """
     if scheduler not in ("asha", "asha_first"):
         return None

@@ -1,0 +1,112 @@
+"""The replay benchmark: the slot simulation step by step, the rules' real decisions, and the command line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench_data import write_experiment
+
+from tuning import bench_replay as br
+from tuning.bench_replay import Curve, simulate
+
+
+def curve(name: str, accuracy: tuple[float, ...], flops: float = 1e5, seconds: float = 1.0) -> Curve:
+    return Curve(name, accuracy, flops, tuple(seconds for _ in accuracy))
+
+
+def test_random_runs_every_trial_to_the_end_on_two_slots() -> None:
+    curves = [curve("a", (0.1, 0.2, 0.3)), curve("b", (0.2, 0.3, 0.4), flops=1e6)]
+    replay = simulate(curves, [0, 1, 0, 1, 0, 1, 0], None, wall_s=6.5, slots=2, chars_per_iter=10)
+    # both slots finish a trial at t = 3 and t = 6; the iterations ending at 7 lie past the wall
+    assert replay.completed == [(0.3, 1e5), (0.4, 1e6), (0.3, 1e5), (0.4, 1e6)]
+    assert replay.chars_at_completion == [50, 60, 110, 120] and replay.chars_total == 120
+    assert replay.started == 6
+
+
+def test_a_rule_sees_each_iteration_and_a_stop_frees_the_slot() -> None:
+    calls: list[tuple[str, int, float, float]] = []
+
+    def stop_all(key: str, iteration: int, accuracy: float, flops: float) -> bool:
+        calls.append((key, iteration, accuracy, flops))
+        return True
+
+    curves = [curve("a", (0.1, 0.2, 0.3)), curve("b", (0.5, 0.6, 0.7), flops=2e5, seconds=2.0)]
+    replay = simulate(curves, [0, 1, 0, 1, 0, 1], stop_all, wall_s=4.5, slots=2)
+    # slot 1: #0 a ends at 1, #2 a at 2, #3 b at 4; slot 2: #1 b at 2 (a tie goes to slot 1), #4 a at 3, #5 b at 5:
+    # past the wall. Every trial is stopped after its first iteration, and its slot starts the next at once.
+    assert replay.completed == [] and replay.chars_total == 5 and replay.started == 6
+    assert calls == [("0", 1, 0.1, 1e5), ("2", 1, 0.1, 1e5), ("1", 1, 0.5, 2e5), ("4", 1, 0.1, 1e5),
+                     ("3", 1, 0.5, 2e5)]
+
+
+def test_mo_asha_rule_is_the_real_scheduler() -> None:
+    decide = br.make_rule("mo-asha", max_t=3, reduction_factor=3)
+    assert decide is not None
+    assert decide("0", 1, 0.5, 1e6) is False  # alone at the rung: top ceil(1/3) = 1
+    assert decide("1", 1, 0.4, 2e6) is True  # dominated by 0
+    assert decide("2", 1, 0.6, 1e5) is False  # dominates both
+    assert decide("2", 2, 0.6, 1e5) is False  # no rung at 2 (max_t 3: rungs at 1 only)
+    first = br.make_rule("asha-first", max_t=3, reduction_factor=3)
+    assert first is not None and first("0", 1, 0.5, 1e6) is False and first("1", 1, 0.4, 1.0) is True  # FLOPs unseen
+    assert br.make_rule("random", 3, 3) is None
+
+
+def test_log_hypervolume_and_first_reach() -> None:
+    assert br.log_hypervolume([(0.5, 100.0)], 1000.0) == pytest.approx(0.5)  # 0.5 × one decade
+    assert br.log_hypervolume([(0.5, 100.0), (0.6, 1000.0)], 1000.0) == pytest.approx(0.5)  # at the reference: 0
+    assert br.log_hypervolume([], 10.0) == 0.0
+    assert br.first_reach([(10.0, 0.1), (20.0, 0.5)], 0.4) == 20.0
+    assert br.first_reach([(10.0, 0.1)], 0.4) == math.inf
+
+
+def _experiment(path: Path, trials: dict[str, tuple[list[float], float]], chars_per_iter: int = 1000) -> Path:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for trial_id, (accuracy, flops) in trials.items():
+        rows[trial_id] = [{"iteration": i + 1, "val_acc_last": a, "train_flops_per_char": flops,
+                           "train_time_s": 2.0 * (i + 1), "eval_time_s": 0.5, "chars_trained": chars_per_iter * (i + 1),
+                           "timestamp": 100.0 + i, "trial_status": "completed" if i + 1 == len(accuracy) else "running"}
+                          for i, a in enumerate(accuracy)]
+    meta = {"scheduler": "none", "budget": {"max_iters": 3, "chars_per_iter": chars_per_iter}}
+    return write_experiment(path, rows, meta)
+
+
+def test_main_replays_recorded_experiments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = _experiment(tmp_path / "one", {"a": ([0.2, 0.3, 0.4], 1e5), "b": ([0.3, 0.4, 0.5], 1e6)})
+    two = _experiment(tmp_path / "two", {"c": ([0.1, 0.15, 0.2], 1e4), "d": ([0.1, 0.2], 1e4)})  # d: cut short
+    curves, chars_per_iter = br.load_curves([one, two])
+    assert sorted(c.trial_id for c in curves) == ["a", "b", "c"] and chars_per_iter == 1000
+    assert curves[0].seconds == pytest.approx((2.5, 2.5, 2.5))  # train time per iteration + evaluation
+    out = tmp_path / "out"
+    assert br.main([str(one), str(two), "--wall-s", "60", "--replays", "3", "--out", str(out)]) == 0
+    text = (out / "replay.md").read_text(encoding="utf-8")
+    assert text == capsys.readouterr().out.rstrip("\n") + "\n"
+    assert "Pool: 3 full-budget trials of 2 experiment(s)" in text and "rungs at iteration(s) 1 " in text
+    for rule in br.RULES:
+        assert f"\n| {rule} | " in text
+    assert "\n| random | " in text and " | 1 | 0.00 | 0.00 | " in text  # random against itself: ratio 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rules", "random,hyperband"], "--rules='random,hyperband' is invalid"),
+    (["--wall-s", "0"], "--wall-s=0.0 is invalid"),
+    (["--rung-max-iters", "9"], "--rung-max-iters=9 is invalid: between 1 and the recorded budget (3)"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                               message: str) -> None:
+    one = _experiment(tmp_path / "one", {"a": ([0.2, 0.3, 0.4], 1e5)})
+    assert br.main([str(one), "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_folder_and_mixed_budgets_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert br.main([str(tmp_path / "nope")]) == 2
+    assert "no such experiment folder" in capsys.readouterr().err
+    one = _experiment(tmp_path / "one", {"a": ([0.2, 0.3, 0.4], 1e5)})
+    two = _experiment(tmp_path / "two", {"b": ([0.2, 0.3, 0.4], 1e5)}, chars_per_iter=500)
+    assert br.main([str(one), str(two), "--out", str(tmp_path / "out")]) == 2
+    assert "chars_per_iter differ ([500, 1000])" in capsys.readouterr().err
