@@ -22,8 +22,10 @@ HERE = Path(__file__).parent
 # A writer that publishes one chunk, says so, then waits to be killed before it can close the stream.
 WRITER = """
 import sys, time
+import pyarrow.fs
 from tuning.atomic_fs import atomic_local_filesystem
-stream = atomic_local_filesystem().open_output_stream(sys.argv[1])
+fs = atomic_local_filesystem() if sys.argv[2] == "atomic" else pyarrow.fs.LocalFileSystem()
+stream = fs.open_output_stream(sys.argv[1])
 stream.write(b"new-" * 100_000)
 stream.flush()
 print("written", flush=True)
@@ -31,18 +33,23 @@ time.sleep(60)
 """
 
 
-def test_a_writer_killed_mid_file_leaves_the_old_file_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("filesystem", ["atomic", "plain"])
+def test_a_writer_killed_mid_file_leaves_the_old_file_whole(tmp_path: Path, filesystem: str) -> None:
     target = tmp_path / "search_gen_state-1.json"
     target.write_bytes(b"old state")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), filesystem], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"written\n"
         partial = list(tmp_path.glob(f".*{PARTIAL_SUFFIX}"))
-        assert len(partial) == 1 and partial[0].stat().st_size == 400_000  # the bytes did reach the disk ...
+        if filesystem == "atomic":
+            assert len(partial) == 1 and partial[0].stat().st_size == 400_000  # the bytes did reach the disk ...
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    assert target.read_bytes() == b"old state"  # ... but never under the target's name
+    if filesystem == "atomic":
+        assert target.read_bytes() == b"old state"  # ... but never under the target's name
+    else:  # what Ray's own pyarrow LocalFileSystem leaves: neither the old state nor the whole new one
+        assert target.read_bytes() == b"new-" * 100_000 and not partial
 
 
 def test_ray_style_copy_through_the_pickled_filesystem(tmp_path: Path) -> None:
