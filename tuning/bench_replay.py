@@ -34,12 +34,13 @@ import pandas as pd
 
 from tuning import pareto
 from tuning.bench_common import DEFAULT_OUT, header, md_table
+from tuning.bench_search import ACCURACY, FLOPS, MO_OBJECTIVES, log_cost
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import atomic_write_text
 from tuning.mo_asha import ParetoASHA
 from tuning.results import load_experiment
+from tuning.spaces import asha_rungs
 
-ACCURACY, FLOPS = "val_acc_last", "train_flops_per_char"
 RULES = ("random", "asha-first", "mo-asha")
 # decide(trial key, iteration, accuracy at that iteration, FLOPs per character) -> stop?
 Decide = Callable[[str, int, float, float], bool]
@@ -146,9 +147,9 @@ def log_hypervolume(points: Sequence[tuple[float, float]], reference_flops: floa
     """Hypervolume of (accuracy, FLOPs) points over log10 FLOPs, from accuracy 0 (as the live benchmark)."""
     if not points:
         return 0.0
-    table = pd.DataFrame({ACCURACY: [a for a, _ in points], FLOPS: [math.log10(f) for _, f in points]})
-    return pareto.hypervolume_2d(table, {ACCURACY: "max", FLOPS: "min"},
-                                 {ACCURACY: 0.0, FLOPS: math.log10(reference_flops)})
+    table, reference = log_cost(pd.DataFrame(points, columns=[ACCURACY, FLOPS]),
+                                {ACCURACY: 0.0, FLOPS: reference_flops})
+    return pareto.hypervolume_2d(table, MO_OBJECTIVES, reference)
 
 
 def hypervolume_trace(replay: Replay, reference_flops: float) -> list[tuple[float, float]]:
@@ -202,14 +203,6 @@ def run_replays(curves: Sequence[Curve], rules: Sequence[str], replays: int, wal
     return rows
 
 
-def rungs(max_t: int, reduction_factor: int) -> list[int]:
-    out, t = [], 1
-    while t < max_t:
-        out.append(t)
-        t *= reduction_factor
-    return out
-
-
 def render(rows: Sequence[RuleRow], argv: Sequence[str], pool: Sequence[Curve], experiments: Sequence[Path],
            args: argparse.Namespace, budget: int) -> str:
     reference = max(c.flops for c in pool) * 1.1
@@ -220,7 +213,7 @@ def render(rows: Sequence[RuleRow], argv: Sequence[str], pool: Sequence[Curve], 
         f"({', '.join(str(p) for p in experiments)}), {budget} iterations each; the pool's own front has hypervolume "
         f"{ceiling:.4g}. {args.replays} replays of {args.wall_s:g} s on {args.slots} slots, trials drawn at random "
         f"with replacement, the same draws for every rule; rungs at iteration(s) "
-        f"{', '.join(map(str, rungs(args.rung_max_iters or budget, args.reduction_factor))) or 'none'} "
+        f"{', '.join(map(str, asha_rungs(args.rung_max_iters or budget, 1, args.reduction_factor))) or 'none'} "
         f"(reduction factor {args.reduction_factor}). Hypervolume over log10 FLOPs, reference accuracy 0 and "
         f"1.1 × the pool's largest FLOPs. Ratio: characters a rule needed to reach random's final hypervolume over "
         "those random needed, median over replays (\"inf\" when the median replay never got there).",
@@ -257,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         bad = [r for r in rules if r not in RULES]
         if bad or not rules:
             raise UserError(f"--rules={args.rules!r} is invalid: a comma-separated list of {', '.join(RULES)}")
-        for flag, value, low in (("--wall-s", args.wall_s, 0.0), ("--replays", args.replays, 1),
-                                 ("--slots", args.slots, 1), ("--reduction-factor", args.reduction_factor, 2)):
-            if not (math.isfinite(value) and value >= low) or (flag == "--wall-s" and value <= 0):
-                raise UserError(f"{flag}={value} is invalid: at least {low}" + (" (and > 0)" if low == 0 else ""))
+        if not (math.isfinite(args.wall_s) and args.wall_s > 0):
+            raise UserError(f"--wall-s={args.wall_s} is invalid: seconds > 0")
+        for flag, value, low in (("--replays", args.replays, 1), ("--slots", args.slots, 1),
+                                 ("--reduction-factor", args.reduction_factor, 2)):
+            if value < low:
+                raise UserError(f"{flag}={value} is invalid: an integer >= {low}")
         for experiment in args.experiments:
             if not experiment.is_dir():
                 raise UserError(f"{experiment}: no such experiment folder")

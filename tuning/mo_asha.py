@@ -24,16 +24,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tuning.files import atomic_write_json
 from tuning.pareto import crowding_distance, non_dominated_sort
+from tuning.spaces import asha_rungs
 
 STATE_FILE = "pareto_asha.json"
-
-
-def milestones(max_t: int, grace: int, rf: int) -> list[int]:
-    out, t = [], grace
-    while t < max_t:
-        out.append(t)
-        t *= rf
-    return out
 
 
 def promotion_order(points: np.ndarray) -> np.ndarray:
@@ -66,8 +59,8 @@ class ParetoASHA(FIFOScheduler):
         self.objectives = dict(objectives)
         self.time_attr = time_attr
         self.max_t, self.rf = max_t, reduction_factor
-        self.rungs: dict[int, dict[str, list[float]]] = {m: {} for m in milestones(max_t, grace_period,
-                                                                                     reduction_factor)}
+        self.rungs: dict[int, dict[str, list[float]]] = {m: {} for m in asha_rungs(max_t, grace_period,
+                                                                                    reduction_factor)}
         self.state_file = Path(state_file) if state_file else None
         self.num_stopped = 0
         self._loaded = False

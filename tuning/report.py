@@ -28,6 +28,7 @@ from tuning.files import (
     atomic_write_text,
 )
 from tuning.results import STATUSES, load_experiment
+from tuning.spaces import ASHA_SCHEDULERS
 
 ACCURACY = "val_acc_last"
 COSTS = {
@@ -238,7 +239,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
         ("sampler", f"{meta.get('sampler')} (seed {meta.get('seed')})"),
         ("scheduler", str(meta.get("scheduler", "?")) + (
             f" (grace {budget.get('grace_iters')}, reduction factor {budget.get('reduction_factor')}, "
-            f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") in ("asha", "asha_first") else "")),
+            f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") in ASHA_SCHEDULERS else "")),
         ("budget", f"{budget.get('max_iters')} iterations × {fmt(budget.get('chars_per_iter'), 'si')} characters"),
         ("hardware", f"{hw.get('cpu', '?')} × {hw.get('cpu_count', '?')} CPUs"
                      + (f", {hw.get('gpu_count')} × {hw.get('gpu')}" if hw.get("gpu") else ", no GPU")),

@@ -18,7 +18,7 @@ import pandas as pd
 from tuning.config import TrainConfig
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META
-from tuning.spaces import SEARCHABLE
+from tuning.spaces import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
 
 _DEFAULTS = TrainConfig().to_dict()
 STATUSES = ("completed", "early_stopped", "diverged", "errored", "unfinished")
@@ -71,12 +71,8 @@ def _read_rows(trial_dir: Path) -> list[dict[str, Any]]:
 
 
 def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[int]:
-    """Iterations at which ASHA decides (Li et al. 2020, "A System for Massively Parallel HPO", Alg. 1)."""
-    out, t = set(), grace
-    while t < max_iters:
-        out.add(t)
-        t *= reduction_factor
-    return out
+    """Iterations at which ASHA decides, as a set (:func:`tuning.spaces.asha_rungs`)."""
+    return set(asha_rungs(max_iters, grace, reduction_factor))
 
 
 def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
@@ -109,7 +105,7 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     budget = meta.get("budget", {})
     max_iters = int(budget.get("max_iters", 0))
     milestones = asha_milestones(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))) \
-        if meta.get("scheduler") in ("asha", "asha_first") else set()
+        if meta.get("scheduler") in ASHA_SCHEDULERS else set()
     state = _read_state(experiment_dir)
     trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
     ids = {}

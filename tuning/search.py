@@ -27,7 +27,7 @@ from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META
 from tuning.machine import hardware, library_versions
-from tuning.spaces import SearchSpace, load_space, parse_objectives_flag, rung_advice
+from tuning.spaces import ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
@@ -188,9 +188,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
             name = latest_experiment(Path(storage), space.name)
         if name is None:
             raise UserError(f"--resume: no experiment of space {space.name!r} in {storage} (give --name)")
-        if not is_uri(storage) and not (Path(storage) / name / EXPERIMENT_META).is_file():
-            raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
         if not is_uri(storage):
+            if not (Path(storage) / name / EXPERIMENT_META).is_file():
+                raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
             check_resumable(Path(storage) / name)
     else:
         name = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -347,7 +347,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
         scheduler = ParetoASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
                                max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
                                reduction_factor=space.budget.reduction_factor, state_file=local_state)
-    elif space.scheduler in ("asha", "asha_first"):
+    elif space.scheduler in ASHA_SCHEDULERS:
         # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
         # rows and drops the one sent just before a crash, so it can lag after a restore.
         scheduler = ASHAScheduler(time_attr="iteration", metric=metric, mode=mode, max_t=space.budget.max_iters,

@@ -62,6 +62,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # asha: Ray's ASHA for one objective, the Pareto-aware MO-ASHA (tuning.mo_asha) for several;
 # asha_first: Ray's ASHA on the first objective even when there are several; none: every trial runs to the end.
 SCHEDULERS = ("asha", "asha_first", "none")
+ASHA_SCHEDULERS = ("asha", "asha_first")  # the ones that stop trials at rungs
 # Costs a space may bound (--max-flops-per-char, --max-params, --max-inference-ms); Optuna learns the feasible region.
 CONSTRAINABLE = ("flops_per_char", "train_flops_per_char", "macs_per_char", "params", "inference_latency_ms")
 
@@ -93,6 +94,15 @@ class Budget:
     reduction_factor: int = 3
 
 
+def asha_rungs(max_iters: int, grace: int, reduction_factor: int) -> list[int]:
+    """Iterations at which ASHA decides, ascending (Li et al. 2020, "A System for Massively Parallel HPO", Alg. 1)."""
+    out, t = [], grace
+    while t < max_iters:
+        out.append(t)
+        t *= reduction_factor
+    return out
+
+
 def rung_advice(budget: Budget, scheduler: str) -> str | None:
     """A warning when ASHA's last rung falls late in the budget, else None.
 
@@ -104,15 +114,12 @@ def rung_advice(budget: Budget, scheduler: str) -> str | None:
     tuning.bench_replay``, reached random search's final hypervolume with 0.69× its compute with one rung at
     iteration 1, and 0.92× with rungs at 1 and 3: benchmarks/replay-mo-rung-1.md, replay-mo-rungs-1-3.md.)
     """
-    if scheduler not in ("asha", "asha_first"):
+    if scheduler not in ASHA_SCHEDULERS:
         return None
-    points, t = [], budget.grace_iters
-    while t < budget.max_iters:
-        points.append(t)
-        t *= budget.reduction_factor
-    if t == budget.max_iters or not points:
+    points = asha_rungs(budget.max_iters, budget.grace_iters, budget.reduction_factor)
+    if not points or points[-1] * budget.reduction_factor == budget.max_iters:
         return None
-    last, end = points[-1], budget.max_iters
+    last, end, t = points[-1], budget.max_iters, points[-1] * budget.reduction_factor
     return (f"budget: max_iters {end} is not grace_iters × reduction_factor^k ({', '.join(map(str, points))}, {t}, "
             f"…): ASHA's last rung, at iteration {last}, stops trials after {last / end:.0%} of their budget to save "
             f"the last {1 - last / end:.0%}; max_iters {last} or {t} would not")
