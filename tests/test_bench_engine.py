@@ -42,11 +42,15 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
             row = re.search(rf"^\| {cell} \| {hidden} \| 64 \| (.*)\|$", text, re.MULTILINE)
             assert row, f"no table row for {cell} H={hidden}"
             cells = [c.strip() for c in row[1].split("|")]
-            steps, chars, gflops, share = cells[0], cells[1], cells[5], cells[6]
+            steps, chars = cells[0], cells[1]
+            gflops, share, side_peak, side_share = cells[5:9]
             assert int(steps.rstrip(" ‡")) > 0
             assert _value(chars.rstrip(" †")) > 0
             assert float(gflops) > 0
             assert share.endswith("%") and float(share[:-1]) >= 0
+            # the peak measured between the row's samples: a real rate, and a share of it
+            assert float(side_peak) > 0
+            assert side_share.endswith("%") and float(side_share[:-1]) > 0
 
     for hidden in (128, 512):
         ratio = re.search(rf"^Homework-style ratio, LSTM H={hidden} seq 50: {NUMBER}× \(ours {NUMBER} targets/s "
@@ -77,8 +81,42 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
         assert len(per_trial) == trials and all(v > 0 for v in per_trial)
         assert _value(cells[1].rstrip(" †")) == pytest.approx(sum(per_trial), rel=0.01, abs=trials)
         assert float(cells[3]) > 0 and cells[5].endswith("%")
+        assert float(cells[6]) > 0 and cells[7].endswith("%") and float(cells[7][:-1]) > 0  # side-by-side peak
     if threads > 1:
-        assert re.search(r"^- Goal 2 as the search runs trials .*\*\*(met|not met)\*\* at batch 64", text, re.M)
+        assert re.search(r"^- Goal 2 as the search runs trials .*at batch 64 \([0-9.]+ GFLOP/s\), against the "
+                         r"[0-9]+-thread best-of peak \*\*(met|not met)\*\*: [0-9]+%, against the trials' "
+                         r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+%", text, re.M)
 
     assert re.search(r"^- Goal 1, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
-    assert re.search(r"^- Goal 2, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
+    assert re.search(r"^- Goal 2, .*best-of-[0-9]+ peak \*\*(met|not met)\*\*: [0-9]+% .*; against the "
+                     r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+%", text, re.MULTILINE)
+
+
+def test_side_by_side_share_divides_each_sample_by_the_probes_around_it() -> None:
+    from tuning.bench_engine import MIN_QUIET, Samples, side_by_side_share
+
+    samples = Samples()
+    for chars, others in ((100.0, 0.0), (50.0, 0.0), (300.0, 0.5)):  # 1-second samples; the third one contended
+        samples.add(chars, 1.0, others)
+    # sample GFLOP/s (1 GFLOP per char here) over the mean of the probes just before and after it
+    probes = [200.0, 200.0, 100.0, 100.0]
+    ratios = [100 / 200, 50 / 150, 300 / 100]
+    assert MIN_QUIET == 3  # two quiet samples are too few: the median is of all three
+    assert side_by_side_share(samples, probes, 1.0) == pytest.approx(sorted(ratios)[1])  # 0.5
+    samples.add(80.0, 1.0, 0.0)  # a third quiet sample: now the contended one (ratio 3.0) is left out
+    probes.append(100.0)
+    assert side_by_side_share(samples, probes, 1.0) == pytest.approx(sorted([100 / 200, 50 / 150, 80 / 100])[1])
+    assert side_by_side_share(samples, probes, 2.0) == pytest.approx(2 * 100 / 200)  # chars → GFLOP
+    with pytest.raises(ValueError, match="one more probe than samples"):
+        side_by_side_share(samples, probes[:-1], 1.0)
+
+
+def test_peak_probe_times_a_product_and_pickles_without_its_matrices() -> None:
+    import pickle
+
+    from tuning.bench_engine import PeakProbe
+
+    probe = PeakProbe(256, repeats=3)
+    assert probe() > 0  # GFLOP/s of a real torch.mm
+    assert len(pickle.dumps(probe)) < 1000  # sent to packed workers: the 3 matrices are made there
+    assert pickle.loads(pickle.dumps(probe))() > 0

@@ -40,6 +40,10 @@ class Rate:
     # The share of the machine's CPU time that processes other than the packed trials used during the window
     # (NaN off Linux): a contended window is not a fair measurement.
     others: float = math.nan
+    # The matmul rate of this process (GFLOP/s) just before and just after the window, when a probe was given
+    # (the engine benchmark's side-by-side peak); NaN otherwise.
+    peak_before: float = math.nan
+    peak_after: float = math.nan
 
     @property
     def chars_per_s(self) -> float:
@@ -61,11 +65,12 @@ class _Enough(Exception):
 
 
 def measure_rate(config: TrainConfig, seconds: float, wait: Callable[[], Any] | None = None, warmup_s: float = 0.0,
-                 siblings: Sequence[int] = ()) -> Rate:
+                 siblings: Sequence[int] = (), probe: Callable[[], float] | None = None) -> Rate:
     """Train ``config`` with :func:`tuning.train.train`: warm up (whole iterations, the first one at least, until
     ``warmup_s`` of training: CUDA context, cuDNN plans, the allocator), then ``wait()`` (a barrier, for packed runs),
     then time a window of at least ``seconds`` of whole iterations. ``siblings``: process ids whose CPU time counts
-    as ours in :attr:`Rate.others` (the other packed trials)."""
+    as ours in :attr:`Rate.others` (the other packed trials). ``probe``: a matmul rate, taken right before and right
+    after the window (outside it)."""
     from tuning.train import train
 
     state: dict[str, Any] = {}
@@ -77,13 +82,16 @@ def measure_rate(config: TrainConfig, seconds: float, wait: Callable[[], Any] | 
                 return
             if wait is not None:
                 wait()
+            state["before"] = probe() if probe else math.nan
             state["start"] = (time.perf_counter(), chars, train_s, OthersCpu(siblings))
             return
         t0, c0, s0, meter = state["start"]
         now = time.perf_counter()
         if now - t0 >= seconds:
+            others = meter.share()
             state["rate"] = Rate(chars=chars - c0, train_s=train_s - s0, wall_s=now - t0,
-                                 train_flops_per_char=float(metrics["train_flops_per_char"]), others=meter.share())
+                                 train_flops_per_char=float(metrics["train_flops_per_char"]), others=others,
+                                 peak_before=state["before"], peak_after=probe() if probe else math.nan)
             raise _Enough
 
     try:
@@ -94,22 +102,22 @@ def measure_rate(config: TrainConfig, seconds: float, wait: Callable[[], Any] | 
 
 
 def _pack_worker(jobs: Any, results: Any) -> None:
-    """A packed trial's process: takes (config, seconds, warm-up seconds, memory fraction, sibling pids, barrier)
-    jobs until it gets None."""
+    """A packed trial's process: takes (config, seconds, warm-up seconds, memory fraction, sibling pids, barrier,
+    probe) jobs until it gets None; probe is a zero-argument callable that returns a matmul rate, or None."""
     from tuning import complexity  # noqa: F401  (imports calflops: slow, so while the parent measures)
 
     while True:
         job = jobs.get()
         if job is None:
             return
-        config, seconds, warmup_s, fraction, siblings, barrier = job
+        config, seconds, warmup_s, fraction, siblings, barrier, probe = job
         try:
             cfg = TrainConfig.from_dict(config)
             if cfg.device == "cuda":
                 # train() sets the share only below 1; this process may have run a smaller share before.
                 torch.cuda.set_per_process_memory_fraction(fraction)
             rate = measure_rate(replace(cfg, gpu_memory_fraction=fraction), seconds, wait=barrier.wait,
-                                warmup_s=warmup_s, siblings=siblings)
+                                warmup_s=warmup_s, siblings=siblings, probe=probe)
             results.put({"pid": os.getpid(), **asdict(rate)})
         except BaseException as exc:  # report it and free the others from the barrier
             results.put({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
@@ -138,6 +146,12 @@ class PackLevel:
         return self.rates[0].train_flops_per_char if self.rates else math.nan
 
     @property
+    def side_peak(self) -> float:
+        """The machine's matmul rate around the window: each trial's mean of its probes before and after, added up
+        (NaN without probes)."""
+        return sum((r.peak_before + r.peak_after) / 2 for r in self.rates) if self.rates else math.nan
+
+    @property
     def others(self) -> float:
         """The most CPU that processes other than the packed trials used during any trial's window."""
         known = [r.others for r in self.rates if not math.isnan(r.others)]
@@ -157,15 +171,17 @@ class Packer:
         for p in self.procs:
             p.start()
 
-    def run(self, n: int, config: TrainConfig, seconds: float, warmup_s: float = 0.0) -> PackLevel:
-        """N jobs at once. A worker blocks in its job until all N have warmed up, so N distinct workers run them."""
+    def run(self, n: int, config: TrainConfig, seconds: float, warmup_s: float = 0.0,
+            probe: Callable[[], float] | None = None) -> PackLevel:
+        """N jobs at once. A worker blocks in its job until all N have warmed up, so N distinct workers run them.
+        ``probe`` (picklable; built in the worker on first call) times a matmul before and after each window."""
         alive = sum(p.is_alive() for p in self.procs)
         if alive < n:  # a worker died (killed for memory?): N jobs would wait at the barrier until its timeout
             return PackLevel(trials=n, errors=[f"only {alive} of {len(self.procs)} worker processes alive"])
         barrier = self.manager.Barrier(n, timeout=BARRIER_TIMEOUT_S)
         pids = [p.pid for p in self.procs if p.pid is not None]
         for _ in range(n):
-            self.jobs.put((config.to_dict(), seconds, warmup_s, 1.0 / n, pids, barrier))
+            self.jobs.put((config.to_dict(), seconds, warmup_s, 1.0 / n, pids, barrier, probe))
         level = PackLevel(trials=n)
         deadline = time.monotonic() + BARRIER_TIMEOUT_S + 4 * (seconds + warmup_s) + 60
         for _ in range(n):
@@ -178,7 +194,7 @@ class Packer:
                 level.errors.append(got["error"])
             else:
                 level.rates.append(Rate(**{k: got[k] for k in ("chars", "train_s", "wall_s", "train_flops_per_char",
-                                                               "others")}))
+                                                               "others", "peak_before", "peak_after")}))
         return level
 
     def close(self) -> None:
