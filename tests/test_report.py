@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tuning import report
+from tuning import pareto, report
 from tuning.files import (
     HISTORY_TABLE,
     PARETO_TABLE,
@@ -59,6 +59,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ACC_FLOPS_FRONT = front_name({ACCURACY: "max", FLOPS: "min"})
 ALL_FRONT = front_name({ACCURACY: "max", **{c: "min" for c in COSTS}})
 TWO_D_FRONTS = {cost: front_name({ACCURACY: "max", cost: "min"}) for cost in COSTS}
+
+# The example's accuracy/FLOPs front c1 (0.5, 100), c2 (0.6, 200), c4 (0.7, 400), reference 550, over log10 FLOPs
+EXAMPLE_HV = 0.5 * math.log10(550 / 100) + 0.1 * math.log10(550 / 200) + 0.1 * math.log10(550 / 400)
 
 META: dict[str, Any] = {
     "space": "t",
@@ -233,7 +236,8 @@ def test_all_objectives_front_is_not_a_superset_with_ties() -> None:
 def test_hypervolume_two_trials_hand_computed() -> None:
     # Completed: A (acc 0.6, 100 FLOPs/char), B (acc 0.8, 200). Reference: accuracy 0 and 1.1 × 200 = 220
     # (the early-stopped trial at 1000 FLOPs/char and the diverged one at 5000 must not move it).
-    # Dominated region: A's box [100, 220] × [0, 0.6] = 72, plus B's [200, 220] × [0.6, 0.8] = 4 -> 76.
+    # Dominated region over log10 FLOPs (accuracy × decades): A's box [log 100, log 220] × [0, 0.6] plus B's
+    # [log 200, log 220] × [0.6, 0.8]. (Over linear FLOPs it would be 72 + 4 = 76.)
     records = [
         trial("A", "completed", acc=0.6, flops=100, params=10, time_s=1, latency=1),
         trial("B", "completed", acc=0.8, flops=200, params=20, time_s=2, latency=2),
@@ -244,15 +248,55 @@ def test_hypervolume_two_trials_hand_computed() -> None:
     assert t.hv_reference[ACCURACY] == 0.0
     assert t.hv_reference[FLOPS] == pytest.approx(220.0)
     assert t.hypervolume > 0
-    assert t.hypervolume == pytest.approx(76.0)
+    assert t.hypervolume == pytest.approx(0.6 * math.log10(220 / 100) + 0.2 * math.log10(220 / 200))
 
 
 def test_hypervolume_of_the_example() -> None:
-    # Front c1 (0.5, 100), c2 (0.6, 200), c4 (0.7, 400); reference 1.1 × 500 (c5) = 550.
-    # 450 × 0.5 + 350 × 0.1 + 150 × 0.1 = 225 + 35 + 15 = 275.
+    # Front c1 (0.5, 100), c2 (0.6, 200), c4 (0.7, 400); reference 1.1 × 500 (c5) = 550; decades of FLOPs.
     t = example_tables()
     assert t.hv_reference == {ACCURACY: 0.0, FLOPS: pytest.approx(550.0)}
-    assert t.hypervolume == pytest.approx(275.0)
+    assert t.hypervolume == pytest.approx(EXAMPLE_HV)
+    # the same front over linear FLOPs: 450 × 0.5 + 350 × 0.1 + 150 × 0.1 = 275, 94% of it right of c4's 400
+    done = t.trials[t.trials["status"] == "completed"]
+    linear = pareto.hypervolume_2d(done, {ACCURACY: "max", FLOPS: "min"}, t.hv_reference)
+    assert linear == pytest.approx(275.0)
+
+
+def test_log_axes_are_the_minimised_costs_only() -> None:
+    objectives = {"val_loss": "min", "flops_per_char": "min", ACCURACY: "max", "params": "min"}
+    assert report.log_axes(objectives) == ["flops_per_char", "params"]
+    df = pd.DataFrame({"val_loss": [1.5, 2.0], "flops_per_char": [1e3, 0.0], ACCURACY: [0.5, 0.6],
+                       "params": [100.0, 1e4]})
+    logged, ref = report.on_log_axes(df, {"val_loss": 3.0, "flops_per_char": 1e5, ACCURACY: 0.0, "params": 1e5},
+                                     objectives)
+    assert list(logged["val_loss"]) == [1.5, 2.0] and list(logged[ACCURACY]) == [0.5, 0.6]  # untouched
+    assert logged["flops_per_char"].iloc[0] == pytest.approx(3.0) and math.isnan(logged["flops_per_char"].iloc[1])
+    assert list(logged["params"]) == pytest.approx([2.0, 4.0])
+    assert ref == {"val_loss": 3.0, "flops_per_char": pytest.approx(5.0), ACCURACY: 0.0, "params": pytest.approx(5.0)}
+    assert list(df["flops_per_char"]) == [1e3, 0.0]  # the caller's frame is not changed
+
+
+def test_hypervolume_trace_over_searched_objectives_hand_computed() -> None:
+    # Searched: val_loss (min, linear) and flops_per_char (min, decades). Completed in order: a (1.5, 1e3) at
+    # t=10 s, b (2.0, 1e2) at t=20 s; the early-stopped e trained too. Reference: 1.1 × the worst of each:
+    # val_loss 2.2, FLOPs 1.1e3 -> log10 = 3.0414.
+    records = [
+        {**trial("a", "completed", val_loss=1.5), "flops_per_char": 1e3, "ended_at": 110.0},
+        {**trial("b", "completed", val_loss=2.0), "flops_per_char": 1e2, "ended_at": 120.0},
+        {**trial("e", "early_stopped", val_loss=1.0, iteration=1), "flops_per_char": 1.0, "ended_at": 105.0},
+    ]
+    history = pd.DataFrame({"trial_id": ["e", "a", "a", "b"], "timestamp": [104.0, 105.0, 110.0, 120.0],
+                            "chars_trained": [500, 1000, 2000, 3000]})
+    trace = report.hypervolume_trace(pd.DataFrame(records), history, {"val_loss": "min", "flops_per_char": "min"},
+                                     started_at=100.0)
+    top = math.log10(1.1e3)
+    a_box = (2.2 - 1.5) * (top - 3.0)
+    b_box = (2.2 - 2.0) * (top - 2.0)
+    both = a_box + b_box - (2.2 - 2.0) * (top - 3.0)  # the overlap counted once
+    assert list(trace["trial_id"]) == ["a", "b"]
+    assert list(trace["wall_s"]) == [10.0, 20.0]
+    assert list(trace["chars_trained"]) == [500 + 2000, 500 + 2000 + 3000]  # every trial's, e's too
+    assert list(trace["hypervolume"]) == pytest.approx([a_box, both])
 
 
 def test_no_completed_trial_gives_an_empty_typed_front() -> None:
@@ -346,8 +390,9 @@ def test_markdown_contents() -> None:
     rnn = grid_rows[2].split(" | ")
     assert rnn[1].startswith("1.8 · 55.00%") and rnn[2].startswith("1 · 95.00%")  # c3 at 32, e1 at 64
     # The hypervolume and its reference point.
-    assert ("Hypervolume of the accuracy / training-FLOPs-per-character front: **275** "
-            "(reference point: accuracy 0.0, 550 FLOPs/char = 1.1 × the costliest completed trial)") in md
+    assert (f"Hypervolume of the accuracy / training-FLOPs-per-character front: **{EXAMPLE_HV:.6g}** "
+            "(accuracy × decades of FLOPs; reference point: accuracy 0.0, 550 FLOPs/char = 1.1 × the costliest "
+            "completed trial)") in md
     # Fronts and samples: front models only.
     assert f"### {md_escape(ACC_FLOPS_FRONT)}" in lines and f"### {md_escape(ALL_FRONT)}" in lines
     assert "## Text samples from the front models" in lines
