@@ -543,6 +543,11 @@ class Results:
         return ours / hw.targets_per_s, ours, hw.targets_per_s
 
 
+def _probe_cell(r: TrainerRow) -> str:
+    """The row's median peak probe and their range: how much the machine's speed moved during the row."""
+    return f"{r.side_peak:.1f} [{min(r.probes):.0f}–{max(r.probes):.0f}]" if r.probes else "n/a"
+
+
 def _rate_cells(s: Samples) -> str:
     """The all-samples median, mean and quiet median (with its count) of a row, as table cells."""
     mark = "" if s.from_quiet else " †"
@@ -683,7 +688,7 @@ def packed_section(res: Results) -> list[str]:
             lines.append(
                 f"| 1 × {p.threads} (the table above) | {t.cell} | {t.hidden} | {t.batch} | {_num(t.chars_per_s)} "
                 f"| {_num(t.chars_per_s)} | {_num(t.train_flops_per_char)} | {t.gflops:.1f} "
-                f"| {res.peak_gflops:.1f} | {_pct(res.share(t))} | {t.side_peak:.1f} | {_pct(t.side_share)} "
+                f"| {res.peak_gflops:.1f} | {_pct(res.share(t))} | {_probe_cell(t)} | {_pct(t.side_share)} "
                 f"| {_pct(t.samples.others_mean)} |"
             )
     lines.append("")
@@ -734,7 +739,8 @@ def render(res: Results) -> str:
         f"n={max(p.matmul_sizes)} product (in the row's precision) before its first sample and after each, outside "
         "the training clock. A row's *% of side-by-side peak* is the median over its samples of the sample's "
         "GFLOP/s over the mean of the probes just before and after it (quiet samples when it has enough); its "
-        "*side-by-side peak* column is the median probe. Both peaks are measured in this run; the goal is judged "
+        "*side-by-side peak* column is the median probe [the lowest–the highest]. Both peaks are measured in this "
+        "run; the goal is judged "
         "against both.",
         "",
         f"## Our trainer (`tuning.train.train`): tiny Shakespeare, embed {EMBED_DIM}, seq_len {SEQ_LEN}",
@@ -752,7 +758,7 @@ def render(res: Results) -> str:
     for r in res.trainer:
         lines.append(
             f"| {r.cell} | {r.hidden} | {r.batch} | {r.steps}{' ‡' if r.capped else ''} | {_rate_cells(r.samples)} "
-            f"| {_num(r.train_flops_per_char)} | {r.gflops:.1f} | {_pct(res.share(r))} | {r.side_peak:.1f} "
+            f"| {_num(r.train_flops_per_char)} | {r.gflops:.1f} | {_pct(res.share(r))} | {_probe_cell(r)} "
             f"| {_pct(r.side_share)} | {_pct(r.samples.others_mean)} |"
         )
     lines += [
