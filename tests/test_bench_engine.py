@@ -85,12 +85,12 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
         assert float(cells[6]) > 0 and cells[7].endswith("%") and float(cells[7][:-1]) > 0  # side-by-side peak
     if threads > 1:
         assert re.search(r"^- Goal 2 as the search runs trials .*at batch 64 \([0-9.]+ GFLOP/s\), against the "
-                         r"[0-9]+-thread best-of peak \*\*(met|not met)\*\*: [0-9]+%, against the trials' "
-                         r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+%", text, re.M)
+                         r"[0-9]+-thread best-of peak \*\*(met|not met)\*\*: [0-9]+\.[0-9]%, against the trials' "
+                         r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+\.[0-9]%", text, re.M)
 
     assert re.search(r"^- Goal 1, .*\*\*(met|not met)\*\*", text, re.MULTILINE)
-    assert re.search(r"^- Goal 2, .*best-of-[0-9]+ peak \*\*(met|not met)\*\*: [0-9]+% .*; against the "
-                     r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+%", text, re.MULTILINE)
+    assert re.search(r"^- Goal 2, .*best-of-[0-9]+ peak \*\*(met|not met)\*\*: [0-9]+\.[0-9]% .*; against the "
+                     r"side-by-side peak \*\*(met|not met)\*\*: [0-9]+\.[0-9]%", text, re.MULTILINE)
 
 
 def test_side_by_side_share_divides_each_sample_by_the_probes_around_it() -> None:

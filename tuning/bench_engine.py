@@ -612,6 +612,11 @@ def _caveat(*samples: Samples) -> str:
     return " (†: measured while other processes loaded the CPU, so not a fair verdict)"
 
 
+def _pct1(x: float) -> str:
+    """A share with one decimal, for verdicts: 59.6% is not met, and "60%" would not say why."""
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
 def _met(share: float) -> str:
     return "met" if share >= GOAL_SHARE else "not met"
 
@@ -629,9 +634,9 @@ def goals(res: Results) -> list[str]:
     lines.append(
         f"- Goal 2, ≥ {GOAL_SHARE:.0%} of the measured matmul peak for LSTM H=512, at the trainer's default batch "
         f"{BATCH}: against the best-of-{res.plan.matmul_repeats} peak **{_met(res.share(b64))}**: "
-        f"{_pct(res.share(b64))} ({b64.gflops:.1f} of {res.peak_gflops:.1f} GFLOP/s)"
+        f"{_pct1(res.share(b64))} ({b64.gflops:.1f} of {res.peak_gflops:.1f} GFLOP/s)"
         + (f" (other batches, not the default: {others})" if others else "")
-        + f"; against the side-by-side peak **{_met(b64.side_share)}**: {_pct(b64.side_share)}"
+        + f"; against the side-by-side peak **{_met(b64.side_share)}**: {_pct1(b64.side_share)}"
         + (f" (other batches: {side_others})" if side_others else "") + _caveat(b64.samples)
     )
     packed = [r for r in res.packed if r.level.trials == res.plan.threads > 1]
@@ -640,8 +645,8 @@ def goals(res: Results) -> list[str]:
             f"- Goal 2 as the search runs trials (`--cpus-per-trial 1`: {res.plan.threads} one-thread trials packed "
             f"on {res.plan.threads} cores): " + ", ".join(
                 f"at batch {r.batch} ({r.gflops:.1f} GFLOP/s), against the {res.plan.threads}-thread best-of peak "
-                f"**{_met(r.share)}**: {_pct(r.share)}, against the trials' side-by-side peak "
-                f"**{_met(r.side_share)}**: {_pct(r.side_share)}" + (" (†)" if r.contended else "") for r in packed))
+                f"**{_met(r.share)}**: {_pct1(r.share)}, against the trials' side-by-side peak "
+                f"**{_met(r.side_share)}**: {_pct1(r.side_share)}" + (" (†)" if r.contended else "") for r in packed))
     mixed = [(r, f) for r in res.bf16 if (r.cell, r.hidden) == ("lstm", 512) and (f := res.fp32_of(r)) is not None]
     if mixed:
         lines.append("- With `precision: bf16` (not the default; judged against the bf16 peak): " + ", ".join(
