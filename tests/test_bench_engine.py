@@ -49,7 +49,9 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
             assert float(gflops) > 0
             assert share.endswith("%") and float(share[:-1]) >= 0
             # the peak measured between the row's samples: a real rate, and a share of it
-            median, low, high = map(float, re.fullmatch(r"([0-9.]+) \[([0-9]+)–([0-9]+)\]", side_peak).groups())
+            probes = re.fullmatch(r"([0-9.]+) \[([0-9]+)–([0-9]+)\]", side_peak)
+            assert probes, f"side-by-side peak cell {side_peak!r}: not 'median [low–high]'"
+            median, low, high = map(float, probes.groups())
             assert 0 < low and low - 1 <= median <= high + 1  # the range is rounded
             assert side_share.endswith("%") and float(side_share[:-1]) > 0
 
