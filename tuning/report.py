@@ -44,7 +44,7 @@ FRONT_HPARAMS = ("cell", "seq_len", "embed_dim", "hidden_size", "num_layers", "d
 # Minimised costs that span orders of magnitude across a search (50 k to 16 M training FLOPs per character in the
 # 12-minute multi-objective benchmark): hypervolumes measure them on a log10 axis (see on_log_axes).
 LOG_METRICS = frozenset({*COSTS, "flops", "macs", "calflops_flops", "calflops_macs", "flops_per_char",
-                         "macs_per_char", "inference_throughput"})
+                         "macs_per_char"})
 PARETO_TYPES = {"front": "string", "trial_id": "string", ACCURACY: "float64", "val_loss": "float64",
                 **{c: "float64" for c in COSTS}}
 
