@@ -154,7 +154,7 @@ class Samples:
     @property
     def figure(self) -> float:
         """The row's rate: the median of quiet samples when there are enough, else of all samples."""
-        return self.quiet_median if self.quiet_count >= MIN_QUIET else self.median
+        return self.figure_of(self.rates())
 
     @property
     def from_quiet(self) -> bool:
@@ -166,7 +166,7 @@ class Samples:
         if len(values) != len(self):
             raise ValueError(f"{len(values)} values for {len(self)} samples")
         quiet = [v for v, o in zip(values, self.others, strict=True) if o < QUIET]
-        return statistics.median(quiet if len(quiet) >= MIN_QUIET else values) if values else math.nan
+        return statistics.median(quiet if len(quiet) >= MIN_QUIET else values)
 
     @property
     def others_mean(self) -> float:

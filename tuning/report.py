@@ -106,7 +106,8 @@ def on_log_axes(df: pd.DataFrame, reference: Mapping[str, float],
     logged = log_axes(objectives)
     if not logged:
         return df, dict(reference)
-    out = df.assign(**{m: np.log10(df[m].astype("float64").where(df[m].astype("float64") > 0)) for m in logged})
+    costs = {m: df[m].astype("float64") for m in logged}
+    out = df.assign(**{m: np.log10(c.where(c > 0)) for m, c in costs.items()})
     return out, {**reference, **{m: math.log10(reference[m]) for m in logged}}
 
 

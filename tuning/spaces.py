@@ -117,9 +117,12 @@ def rung_advice(budget: Budget, scheduler: str) -> str | None:
     if scheduler not in ASHA_SCHEDULERS:
         return None
     points = asha_rungs(budget.max_iters, budget.grace_iters, budget.reduction_factor)
-    if not points or points[-1] * budget.reduction_factor == budget.max_iters:
+    if not points:
         return None
-    last, end, t = points[-1], budget.max_iters, points[-1] * budget.reduction_factor
+    last, end = points[-1], budget.max_iters
+    t = last * budget.reduction_factor  # the rung after the last: max_iters itself when the layout fits
+    if t == end:
+        return None
     return (f"budget: max_iters {end} is not grace_iters × reduction_factor^k ({', '.join(map(str, points))}, {t}, "
             f"…): ASHA's last rung, at iteration {last}, stops trials after {last / end:.0%} of their budget to save "
             f"the last {1 - last / end:.0%}; max_iters {last} or {t} would not")
