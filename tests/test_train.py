@@ -106,6 +106,10 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path, schedule: str) -> None
     loaded = load_checkpoint(kept)
     assert loaded.train_config == config and loaded.iteration == stop_after
     assert loaded.state["optimizer"]["state"], "optimizer moments must be saved"
+    # every reported row up to here rides along (tuning.ray_state restores rows a killed driver lost from it)
+    assert [r["iteration"] for r in loaded.history] == [1, 2]
+    assert loaded.history[1]["val_loss"] == pytest.approx(unbroken[1]["val_loss"], rel=1e-5)
+    assert all(isinstance(r["timestamp"], int) for r in loaded.history)
 
     resumed = run(config, resume_from=kept)
     assert [r["iteration"] for r in resumed] == [3, 4]
@@ -114,6 +118,9 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path, schedule: str) -> None
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
         assert got["chars_trained"] == want["chars_trained"]
+    # and the resumed run's checkpoints carry the rows from before the restore too
+    train(config, None, resume_from=kept, checkpoint_dir=tmp_path / "after")
+    assert [r["iteration"] for r in load_checkpoint(tmp_path / "after").history] == [1, 2, 3, 4]
 
 
 def test_cosine_schedule_decays_over_the_full_budget(tmp_path: Path) -> None:

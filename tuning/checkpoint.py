@@ -1,7 +1,9 @@
 """Checkpoints are data, not pickled objects: state dicts in ``model.pt`` and a JSON of everything else.
 
 ``model.pt`` loads with ``torch.load(..., weights_only=True)``; ``config.json`` holds the model's arguments,
-the vocabulary (a string in index order), the training configuration and the iteration reached.
+the vocabulary (a string in index order), the training configuration, the iteration reached and the metrics
+reported at every iteration up to it (so that a resume can restore learning-curve rows its driver lost:
+:mod:`tuning.ray_state`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Checkpoint:
     iteration: int
     state: dict[str, Any]  # optimizer and RNG states, as saved
     progress: dict[str, Any]  # chars_trained, cumulative times: what resuming needs to continue the counts
+    history: list[dict[str, Any]]  # the metrics reported at iterations 1..iteration, each with its timestamp
 
 
 def save_checkpoint(
@@ -37,6 +40,7 @@ def save_checkpoint(
     train_config: TrainConfig,
     iteration: int,
     progress: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -54,6 +58,7 @@ def save_checkpoint(
             "train_config": train_config.to_dict(),
             "iteration": iteration,
             "progress": progress,
+            "history": history or [],
         },
     )
     return directory
@@ -76,4 +81,5 @@ def load_checkpoint(directory: Path, map_location: str | torch.device = "cpu") -
         iteration=int(meta["iteration"]),
         state=state,
         progress=meta.get("progress", {}),
+        history=meta.get("history", []),
     )

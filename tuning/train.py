@@ -195,6 +195,7 @@ def train(
     counts = complexity.measure(model, config.seq_len).to_dict()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_iter, progress = 0, {"chars_trained": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
+    history: list[dict[str, Any]] = []  # every report so far, saved in checkpoints (tuning.checkpoint)
     if resume_from is not None:
         saved = load_checkpoint(resume_from, map_location=device)
         if saved.vocab != corpus.vocab:
@@ -203,6 +204,7 @@ def train(
         optimizer.load_state_dict(saved.state["optimizer"])
         torch.set_rng_state(saved.state["torch_rng"])
         start_iter, progress = saved.iteration, dict(saved.progress)
+        history = list(saved.history)
 
     train_ids = corpus.train_ids.to(device)
     val_x, val_y = (t.to(device) for t in validation_windows(corpus.val_ids, config.seq_len, config.val_max_chars))
@@ -271,9 +273,11 @@ def train(
                 metrics["sample"] = generate(model, corpus, prompt, config.sample_chars, config.temperature,
                                              config.seq_len, config.seed)
                 metrics["trial_status"] = STATUS_COMPLETED
+            history.append({**metrics, "timestamp": int(time.time())})  # as Ray stamps a result: whole seconds
             saved_dir = None
             if last or iteration % config.checkpoint_every == 0:
-                saved_dir = save_checkpoint(ckpt_dir, model, optimizer, corpus.vocab, config, iteration, progress)
+                saved_dir = save_checkpoint(ckpt_dir, model, optimizer, corpus.vocab, config, iteration, progress,
+                                            history)
             if report:
                 report(metrics, saved_dir)
         return metrics
