@@ -1,0 +1,209 @@
+"""Before a restore: point every trial in Ray Tune's experiment state at a checkpoint that still exists.
+
+Why this is needed. With ``CheckpointConfig(num_to_keep=1)`` Ray's driver deletes a trial's previous checkpoint
+the moment it registers the next one (``_CheckpointManager.register_checkpoint``), but it writes the experiment
+state file only afterwards (on its next loop step, or every ≥ 10 s) and copies it to storage in a background
+thread (``ray/tune/execution/experiment_state.py``). A driver killed in that window leaves a state file whose
+latest checkpoint of a trial is gone, while the newer one sits beside it; Ray 2.60's restore then fails that
+trial on every retry ("Could not recover from checkpoint as it does not exist on storage anymore",
+``Trainable.restore``) and the resumed search ends with the trial errored or unfinished. Ray once fell back
+to the latest available checkpoint (ray-project/ray#29099, 2022); Ray 2.60, which we use, has no such fallback.
+This module supplies it, for exactly the trials whose referenced checkpoint is missing.
+
+Continuing from the newer checkpoint needs one more repair. The driver writes ``result.json`` (the learning
+curve) into a local staging folder and copies it to storage together with the state file, so the rows reported
+since the last copy die with the driver. Our checkpoints carry every metrics row up to their iteration
+(:mod:`tuning.checkpoint`); the rows ``result.json`` lacks are appended from there, and the resumed curve has no
+hole.
+
+The state file's layout is Ray's: ``trial_data`` is a list of ``[trial_json, run_metadata_json]`` pairs, each
+written with ``TuneFunctionEncoder`` (objects it cannot encode become cloudpickle blobs); we decode and
+re-encode only the two fields we change (the trial's ``storage`` and its ``checkpoint_manager``) and leave
+every other byte as Ray wrote it. Unpickling runs code from the blobs, as Ray's own restore of the same file
+does a moment later; the file is this experiment's own state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # StorageContext._make_checkpoint_dir_name: f"checkpoint_{i:06d}"
+RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result
+CHECKPOINT_DIR_KEY = "checkpoint_dir_name"  # ray.train.constants.CHECKPOINT_DIR_NAME, added to a result with one
+
+
+@dataclass(frozen=True)
+class Repair:
+    trial_id: str
+    missing: str  # the checkpoint directory the state named
+    now: str | None  # the one the trial continues from; None: no complete one left, the trial starts over
+    rows: int = 0  # learning-curve rows restored into result.json from that checkpoint
+
+    def describe(self) -> str:
+        then = f"continues from {self.now}" if self.now else "starts over (no complete checkpoint left)"
+        restored = f", {self.rows} result row(s) restored from it" if self.rows else ""
+        return (f"resume: trial {self.trial_id}: {self.missing} is gone (the driver stopped between deleting it "
+                f"and saving its state); the trial {then}{restored}")
+
+
+def checkpoint_index(name: str) -> int | None:
+    match = CHECKPOINT_DIR.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoints_on_disk(fs: Any, trial_path: str) -> list[tuple[str, bool]]:
+    """``(name, whole)`` for each checkpoint folder of a trial, oldest first; whole: it holds both of our files
+    (a copy to storage cut short by the kill may hold one)."""
+    import pyarrow.fs
+
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    names = sorted((i.base_name for i in infos
+                    if i.type == pyarrow.fs.FileType.Directory and checkpoint_index(i.base_name) is not None),
+                   key=lambda n: checkpoint_index(n) or 0)
+    found = []
+    for name in names:
+        files = fs.get_file_info([f"{trial_path}/{name}/{part}" for part in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG)])
+        found.append((name, all(info.type == pyarrow.fs.FileType.File for info in files)))
+    return found
+
+
+def choose_checkpoint(on_disk: list[tuple[str, bool]]) -> str | None:
+    """The newest whole checkpoint; None when there is none (the trial starts over)."""
+    return next((name for name, whole in reversed(on_disk) if whole), None)
+
+
+def _read_text(fs: Any, path: str) -> str | None:
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return str(stream.read().decode("utf-8"))
+
+
+def _rows(text: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by a kill, or blank
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def restore_rows(fs: Any, trial_path: str, name: str, trial_id: str) -> tuple[dict[str, Any] | None, int]:
+    """Append to the trial's ``result.json`` the rows checkpoint ``name`` holds past the last one logged.
+
+    Returns the row of the checkpoint's own iteration (``None`` for a checkpoint without rows: written before
+    checkpoints carried them) and how many rows were appended. Written whole through ``fs`` (temporary file and
+    rename on a local folder), so a kill leaves the old file."""
+    config = _read_text(fs, f"{trial_path}/{name}/{CHECKPOINT_CONFIG}")
+    history = json.loads(config).get("history", []) if config else []
+    if not history:
+        return None, 0
+    text = _read_text(fs, f"{trial_path}/{RESULT_FILE}") or ""
+    logged = max((int(r.get("iteration", 0)) for r in _rows(text)), default=0)
+    rows = [{**row, "trial_id": trial_id, "training_iteration": row["iteration"]} for row in history]
+    rows[-1][CHECKPOINT_DIR_KEY] = name  # the last row is the checkpoint's own iteration
+    missing = [row for row in rows if int(row["iteration"]) > logged]
+    if missing:
+        if text and not text.endswith("\n"):
+            text += "\n"  # after a last line cut short, which readers skip
+        text += "".join(json.dumps(row) + "\n" for row in missing)
+        with fs.open_output_stream(f"{trial_path}/{RESULT_FILE}") as stream:
+            stream.write(text.encode("utf-8"))
+    return rows[-1], len(missing)
+
+
+def _missing(fs: Any, path: str) -> bool:
+    import pyarrow.fs
+
+    return bool(fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound)
+
+
+def _decode(field: Any) -> Any:
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    return _loads_with_cloudpickle(json.dumps(field))
+
+
+def _encode(obj: Any) -> Any:
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    return json.loads(json.dumps(obj, cls=TuneFunctionEncoder))
+
+
+def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str) -> tuple[str, str, Repair] | None:
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    meta = json.loads(meta_json)
+    manager = _decode(meta["checkpoint_manager"])
+    latest = manager.latest_checkpoint_result
+    if latest is None or not _missing(fs, latest.checkpoint.path):
+        return None
+    trial = json.loads(trial_json)
+    storage = _decode(trial["storage"])
+    # The trial's folder under *this* experiment path: Ray rewrites the stored prefix on restore when the
+    # experiment has moved (Trial.set_storage), so only the trial folder's name is taken from the state.
+    trial_path = f"{experiment_path}/{storage.trial_dir_name}"
+    missing = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+    on_disk = checkpoints_on_disk(fs, trial_path)
+    name = choose_checkpoint(on_disk)
+    chosen_index = -1 if name is None else (checkpoint_index(name) or 0)
+    # Folders past the chosen one are partial copies and in no state: the trial rewrites them, under the same
+    # names; their leftovers would otherwise mix with the new files.
+    for other, _ in on_disk:
+        if (checkpoint_index(other) or 0) > chosen_index:
+            fs.delete_dir(f"{trial_path}/{other}")
+    trial_id = str(trial.get("trial_id", storage.trial_dir_name))
+    own, rows = restore_rows(fs, trial_path, name, trial_id) if name else (None, 0)
+
+    kept = [r for r in manager._checkpoint_results if r is not latest and not _missing(fs, r.checkpoint.path)]
+    if name is None:
+        manager._latest_checkpoint_result = None
+    else:
+        where = Checkpoint(path=f"{trial_path}/{name}", filesystem=latest.checkpoint.filesystem)
+        chosen = _TrainingResult(checkpoint=where, metrics=own or latest.metrics)
+        kept = [r for r in kept if not r.checkpoint.path.rstrip("/").endswith(f"/{name}")] + [chosen]
+        manager._latest_checkpoint_result = chosen
+    manager._checkpoint_results = kept
+    # The worker names its next checkpoint from this index plus one (StorageContext._update_checkpoint_index):
+    # the first free name after the chosen one.
+    storage.current_checkpoint_index = chosen_index
+    meta["checkpoint_manager"] = _encode(manager)
+    trial["storage"] = _encode(storage)
+    return json.dumps(trial, indent=2), json.dumps(meta, indent=2), Repair(trial_id, missing, name, rows)
+
+
+def repair_checkpoint_references(experiment: str, filesystem: Any = None) -> list[Repair]:
+    """Rewrite the newest experiment state of ``experiment`` (a path or URI, on ``filesystem`` when given) so
+    that no trial names a deleted checkpoint. Returns what was changed; writes nothing when nothing was."""
+    from ray.train._internal.storage import get_fs_and_path
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    fs, experiment_path = get_fs_and_path(experiment, filesystem)
+    state_path = _find_newest_experiment_checkpoint(experiment_path, fs=fs)
+    if state_path is None:
+        return []
+    with fs.open_input_stream(state_path) as stream:
+        state = json.loads(stream.read().decode("utf-8"))
+    repairs = []
+    for pair in state.get("trial_data", []):
+        fixed = _repair_trial(fs, experiment_path, pair[0], pair[1])
+        if fixed is not None:
+            pair[0], pair[1], repair = fixed
+            repairs.append(repair)
+    if repairs:
+        # Through the experiment's own file system: a local folder's is tuning.atomic_fs (temporary file, then
+        # rename); an object store's single PUT is all-or-nothing. A kill here leaves the old state, not half.
+        with fs.open_output_stream(state_path) as stream:
+            stream.write(json.dumps(state, indent=2).encode("utf-8"))
+    return repairs
