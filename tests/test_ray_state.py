@@ -196,6 +196,18 @@ def test_rows_follow_a_last_line_cut_short(tmp_path: Path) -> None:
     assert e.curve() == [1, 2]
 
 
+def test_a_uri_experiment_is_repaired_through_its_file_system(tmp_path: Path) -> None:
+    # --storage-path s3://… takes the same path: pyarrow's file system for the URI, paths without the scheme
+    e = Experiment(tmp_path)
+    e.report()
+    e.save_state()
+    e.report()
+    repairs = repair_checkpoint_references(f"file://{e.exp}")
+    assert [(r.missing, r.now, r.rows) for r in repairs] == [("checkpoint_000000", "checkpoint_000001", 1)]
+    assert e.restored().checkpoint.path == str(e.dir / "checkpoint_000001")
+    assert e.curve() == [1, 2]
+
+
 def test_an_experiment_without_state_is_left_alone(tmp_path: Path) -> None:
     assert repair_checkpoint_references(str(tmp_path)) == []
 
