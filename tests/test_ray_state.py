@@ -95,6 +95,16 @@ class Experiment:
         return iterations
 
 
+def killed_after_second_checkpoint(tmp_path: Path) -> Experiment:
+    """The race in its smallest form: the snapshot names checkpoint_000000; checkpoint_000001 was registered
+    (deleting checkpoint_000000) and its row logged only to staging; then the driver died."""
+    e = Experiment(tmp_path)
+    e.report()
+    e.save_state()
+    e.report()
+    return e
+
+
 def test_killed_between_delete_and_save_continues_from_the_newer_checkpoint(tmp_path: Path) -> None:
     e = Experiment(tmp_path)
     e.report()
@@ -122,10 +132,7 @@ def test_killed_between_delete_and_save_continues_from_the_newer_checkpoint(tmp_
 
 
 def test_a_second_repair_finds_nothing_to_do(tmp_path: Path) -> None:
-    e = Experiment(tmp_path)
-    e.report()
-    e.save_state()
-    e.report()
+    e = killed_after_second_checkpoint(tmp_path)
     assert len(repair_checkpoint_references(str(e.exp))) == 1
     before = (e.exp / STATE_FILE).read_bytes(), e.curve()
     assert repair_checkpoint_references(str(e.exp)) == []
@@ -158,10 +165,7 @@ def test_no_complete_checkpoint_left_starts_the_trial_over(tmp_path: Path) -> No
 
 
 def test_a_partial_newer_checkpoint_is_removed(tmp_path: Path) -> None:
-    e = Experiment(tmp_path)
-    e.report()
-    e.save_state()
-    e.report()  # registered: checkpoint_000000 deleted
+    e = killed_after_second_checkpoint(tmp_path)
     _checkpoint(e.dir, 2, whole=False)  # the next copy, cut short by the kill
     repairs = repair_checkpoint_references(str(e.exp))
     assert [(r.missing, r.now, r.rows) for r in repairs] == [("checkpoint_000000", "checkpoint_000001", 1)]
@@ -172,10 +176,7 @@ def test_a_partial_newer_checkpoint_is_removed(tmp_path: Path) -> None:
 
 def test_a_checkpoint_without_rows_still_resumes(tmp_path: Path) -> None:
     # checkpoints written before they carried their rows: the trial goes on, its curve keeps the hole
-    e = Experiment(tmp_path)
-    e.report()
-    e.save_state()
-    e.report()
+    e = killed_after_second_checkpoint(tmp_path)
     (e.dir / "checkpoint_000001" / CHECKPOINT_CONFIG).write_text("{}")
     repairs = repair_checkpoint_references(str(e.exp))
     assert [(r.now, r.rows) for r in repairs] == [("checkpoint_000001", 0)]
@@ -184,10 +185,7 @@ def test_a_checkpoint_without_rows_still_resumes(tmp_path: Path) -> None:
 
 
 def test_rows_follow_a_last_line_cut_short(tmp_path: Path) -> None:
-    e = Experiment(tmp_path)
-    e.report()
-    e.save_state()
-    e.report()
+    e = killed_after_second_checkpoint(tmp_path)
     with (e.dir / RESULT_FILE).open("a") as f:
         f.write('{"iteration": 2, "val_lo')  # a writer killed mid-line
     repair_checkpoint_references(str(e.exp))
@@ -198,10 +196,7 @@ def test_rows_follow_a_last_line_cut_short(tmp_path: Path) -> None:
 
 def test_a_uri_experiment_is_repaired_through_its_file_system(tmp_path: Path) -> None:
     # --storage-path s3://… takes the same path: pyarrow's file system for the URI, paths without the scheme
-    e = Experiment(tmp_path)
-    e.report()
-    e.save_state()
-    e.report()
+    e = killed_after_second_checkpoint(tmp_path)
     repairs = repair_checkpoint_references(f"file://{e.exp}")
     assert [(r.missing, r.now, r.rows) for r in repairs] == [("checkpoint_000000", "checkpoint_000001", 1)]
     assert e.restored().checkpoint.path == str(e.dir / "checkpoint_000001")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,26 +112,45 @@ def test_fractional_gpus_pack_four_trials(tmp_path: Path) -> None:
     assert max(s for s, _ in spans) < min(e for _, e in spans) + 1.0
 
 
-def _run_driver(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _run_driver(args: list[str], tmp_path: Path, ray_tmp: str) -> subprocess.Popen[bytes]:
+    # RAY_TMPDIR marks every process of the Ray this driver starts (they inherit it): see _kill_driver_and_its_ray
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_TMPDIR=ray_tmp)
     return subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_driver_and_its_ray(proc: subprocess.Popen[bytes], ray_tmp: str) -> None:
+    """SIGKILL the driver's process group, then every process left of the local Ray it started, and wait until
+    none is left. A trial worker can outlive the group for a moment, and one still copying a checkpoint into the
+    experiment after the kill changed the files under the resume (CI, 2026-11-29)."""
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, by process group
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
+    deadline = time.time() + 60
+    while True:
+        left = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("RAY_TMPDIR") == ray_tmp:
+                    process.kill()
+                    left.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        if not left:
+            return
+        psutil.wait_procs(left, timeout=5)
+        if time.time() > deadline:
+            pytest.fail(f"processes of the killed driver's Ray still alive after 60 s: {[p.pid for p in left]}")
 
 
 def _lose_a_checkpoint_like_a_late_kill(exp: Path) -> str:
     """Make the saved state name a checkpoint that is gone while a newer whole one exists, as a driver killed
     between Ray deleting a superseded checkpoint and saving its state leaves it (see tuning/ray_state.py).
     Returns the trial's id. The race itself is too narrow to hit on purpose."""
-    import shutil
-
     from ray.tune.experiment.trial import Trial
 
     state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
@@ -156,8 +177,9 @@ def _lose_a_checkpoint_like_a_late_kill(exp: Path) -> str:
 def test_driver_killed_then_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     space = str(HERE / "spaces" / "resume.yaml")
     storage = tmp_path / "runs"
+    ray_tmp = tempfile.mkdtemp(prefix="rk-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     proc = _run_driver(["--space", space, "--storage-path", str(storage), "--name", "killed", "--quiet",
-                        "--gpus-per-trial", "0"], tmp_path)
+                        "--gpus-per-trial", "0"], tmp_path, ray_tmp)
     exp = storage / "killed"
     try:
         deadline = time.time() + 120
@@ -172,7 +194,8 @@ def test_driver_killed_then_resume_finishes(tmp_path: Path, capsys: pytest.Captu
         else:
             pytest.fail("no trial reached iteration 3 within 120 s")
     finally:
-        _kill_group(proc)
+        _kill_driver_and_its_ray(proc, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     _, before, _ = load_experiment(exp)
     assert (before["status"] != "completed").any(), "the kill came too late to test anything"
     repaired = _lose_a_checkpoint_like_a_late_kill(exp)
