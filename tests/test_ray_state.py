@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
-from tuning.ray_state import RESULT_FILE, checkpoints_on_disk, choose_checkpoint, repair_checkpoint_references
+from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, RESULT_FILE
+from tuning.ray_state import checkpoints_on_disk, choose_checkpoint, repair_checkpoint_references
+from tuning.results import parse_result_lines
 
 STATE_FILE = "experiment_state-2026-11-29_12-00-00.json"  # TuneController.CKPT_FILE_TMPL
 
@@ -85,14 +86,8 @@ class Experiment:
         return trial
 
     def curve(self) -> list[int]:
-        """The iterations in result.json, in file order; a line cut short is skipped, as tuning.results does."""
-        iterations = []
-        for line in (self.dir / RESULT_FILE).read_text().splitlines():
-            try:
-                iterations.append(json.loads(line)["iteration"])
-            except ValueError:
-                continue
-        return iterations
+        """The iterations in result.json, in file order, as tuning.results reads them."""
+        return [row["iteration"] for row in parse_result_lines((self.dir / RESULT_FILE).read_text())]
 
 
 def killed_after_second_checkpoint(tmp_path: Path) -> Experiment:

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from tuning import search
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
+from tuning.ray_state import checkpoint_index
 from tuning.results import STATUSES, load_experiment
 from tuning.spaces import load_space
 from tuning.tune_glue import PrunedAwareOptunaSearch, make_searcher
@@ -162,9 +163,9 @@ def _lose_a_checkpoint_like_a_late_kill(exp: Path) -> str:
         named = exp / str(trial.storage.trial_dir_name) / Path(trial.checkpoint.path).name
         if not named.is_dir():
             return str(trial.trial_id)  # the kill itself hit the race
-        index = int(named.name.split("_")[1])
+        index = checkpoint_index(named.name) or 0
         for later in named.parent.glob("checkpoint_*"):  # persisted by the trial, not yet registered: drop
-            if int(later.name.split("_")[1]) > index:
+            if (checkpoint_index(later.name) or 0) > index:
                 shutil.rmtree(later)
         # Ray registered the next checkpoint and deleted this one; the next holds this one's state, so the
         # resumed trial must go on from this iteration with no gap in its curve.

@@ -15,6 +15,8 @@ from typing import Any
 
 # Inside an experiment directory (``<storage>/<name>/``).
 EXPERIMENT_META = "tuning_experiment.json"  # our metadata: space, command, hardware, start/finish times
+# Inside a trial directory, written by Ray.
+RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result
 # Inside a checkpoint directory.
 CHECKPOINT_WEIGHTS = "model.pt"
 CHECKPOINT_CONFIG = "config.json"

@@ -30,10 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, RESULT_FILE
+from tuning.results import parse_result_lines
 
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # StorageContext._make_checkpoint_dir_name: f"checkpoint_{i:06d}"
-RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result
 CHECKPOINT_DIR_KEY = "checkpoint_dir_name"  # ray.train.constants.CHECKPOINT_DIR_NAME, added to a result with one
 
 
@@ -86,18 +86,6 @@ def _read_text(fs: Any, path: str) -> str | None:
         return str(stream.read().decode("utf-8"))
 
 
-def _rows(text: str) -> list[dict[str, Any]]:
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut short by a kill, or blank
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def restore_rows(fs: Any, trial_path: str, name: str, trial_id: str) -> tuple[dict[str, Any] | None, int]:
     """Append to the trial's ``result.json`` the rows checkpoint ``name`` holds past the last one logged.
 
@@ -109,7 +97,7 @@ def restore_rows(fs: Any, trial_path: str, name: str, trial_id: str) -> tuple[di
     if not history:
         return None, 0
     text = _read_text(fs, f"{trial_path}/{RESULT_FILE}") or ""
-    logged = max((int(r.get("iteration", 0)) for r in _rows(text)), default=0)
+    logged = max((int(r.get("iteration", 0)) for r in parse_result_lines(text)), default=0)
     rows = [{**row, "trial_id": trial_id, "training_iteration": row["iteration"]} for row in history]
     rows[-1][CHECKPOINT_DIR_KEY] = name  # the last row is the checkpoint's own iteration
     missing = [row for row in rows if int(row["iteration"]) > logged]
@@ -120,6 +108,10 @@ def restore_rows(fs: Any, trial_path: str, name: str, trial_id: str) -> tuple[di
         with fs.open_output_stream(f"{trial_path}/{RESULT_FILE}") as stream:
             stream.write(text.encode("utf-8"))
     return rows[-1], len(missing)
+
+
+def _base_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _missing(fs: Any, path: str) -> bool:
@@ -154,7 +146,7 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     # The trial's folder under *this* experiment path: Ray rewrites the stored prefix on restore when the
     # experiment has moved (Trial.set_storage), so only the trial folder's name is taken from the state.
     trial_path = f"{experiment_path}/{storage.trial_dir_name}"
-    missing = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+    missing = _base_name(latest.checkpoint.path)
     on_disk = checkpoints_on_disk(fs, trial_path)
     name = choose_checkpoint(on_disk)
     chosen_index = -1 if name is None else (checkpoint_index(name) or 0)
@@ -172,7 +164,7 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     else:
         where = Checkpoint(path=f"{trial_path}/{name}", filesystem=latest.checkpoint.filesystem)
         chosen = _TrainingResult(checkpoint=where, metrics=own or latest.metrics)
-        kept = [r for r in kept if not r.checkpoint.path.rstrip("/").endswith(f"/{name}")] + [chosen]
+        kept = [r for r in kept if _base_name(r.checkpoint.path) != name] + [chosen]
         manager._latest_checkpoint_result = chosen
     manager._checkpoint_results = kept
     # The worker names its next checkpoint from this index plus one (StorageContext._update_checkpoint_index):

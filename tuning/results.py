@@ -17,7 +17,7 @@ import pandas as pd
 
 from tuning.config import TrainConfig
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META
+from tuning.files import EXPERIMENT_META, RESULT_FILE
 from tuning.spaces import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
 
 _DEFAULTS = TrainConfig().to_dict()
@@ -51,18 +51,22 @@ def _read_state(experiment_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _read_rows(trial_dir: Path) -> list[dict[str, Any]]:
+def parse_result_lines(text: str) -> list[dict[str, Any]]:
+    """The rows of a ``result.json`` text, in file order; a line cut short by a kill (or blank) is skipped."""
     rows = []
-    result_file = trial_dir / "result.json"
-    if result_file.is_file():
-        for line in result_file.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill
-                continue
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read_rows(trial_dir: Path) -> list[dict[str, Any]]:
+    result_file = trial_dir / RESULT_FILE
+    rows = parse_result_lines(result_file.read_text(encoding="utf-8")) if result_file.is_file() else []
     # A restored trial can report an iteration again; keep the last row of each iteration.
     by_iter: dict[int, dict[str, Any]] = {}
     for row in rows:
