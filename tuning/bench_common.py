@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tuning.bench_records import git_rev, load_record, record_name, save_record, search_key
 from tuning.files import EXPERIMENT_META, atomic_write_text
 from tuning.machine import cpu_model, library_versions
 from tuning.report import save_png
@@ -206,6 +207,37 @@ def run_search(space: str, storage: Path, name: str, budget_s: float, seed: int 
         tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise BenchError(f"search {name} failed (exit {proc.returncode}); see {log_file}: " + " / ".join(tail))
     return experiment
+
+
+def search_tables(space: str, storage: Path, records: Path | None, name: str, budget_s: float,
+                  seed: int | None = None, extra: Sequence[str] = (), fresh: bool = False,
+                  log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """(trials, history, source) of a search: from its finished folder, else from its record, else run now.
+
+    ``source`` describes the record when the tables came from one (None otherwise), for the report. A search run or
+    read from its folder is recorded into ``records`` (see :mod:`tuning.bench_records`) unless ``records`` is None;
+    ``fresh`` ignores both folder and record.
+    """
+    key = search_key(Path(space), budget_s, seed, extra)
+    folder = None if records is None else Path(records) / record_name(name, key)
+    experiment = Path(storage).resolve() / name
+    if folder is not None and not fresh and not experiment.exists():
+        record, why = load_record(folder, key)
+        if record is not None:
+            log(f"search {name}: reusing its record {folder} ({record.describe()})")
+            return record.trials, record.history, record.describe()
+        log(f"search {name}: {why}; running it")
+    experiment = run_search(space, storage, name, budget_s, seed, extra, fresh, log=log)
+    meta, trials, history = load_experiment(experiment)
+    if folder is not None:
+        old, _ = load_record(folder, key)
+        if old is None or not (old.trials.equals(trials) and old.history.equals(history)):
+            provenance = {"git_rev": git_rev(), "experiment": str(experiment), "started_at": meta.get("started_at"),
+                          "finished_at": meta.get("finished_at"), "cpu": cpu_model(), "cores": core_count(),
+                          **versions()}
+            save_record(folder, key, trials, history, provenance)
+            log(f"search {name}: recorded into {folder}")
+    return trials, history, None
 
 
 def best_val_loss(experiment_dir: Path) -> tuple[float, int, int]:

@@ -20,7 +20,10 @@ Benchmarks, not tests: nothing here asserts a speed. Each prints a Markdown repo
 (tested without Ray in ``tests/test_bench_search.py``; shared pieces in :mod:`tuning.bench_common`, the
 overhead split in :mod:`tuning.bench_overhead`). ``--quick`` shrinks everything (smoke space, ~40 s budget,
 one seed) for a smoke run; its numbers mean nothing. Experiments go to ``--out/runs/<method>-s<seed>``; a finished
-one is reused on a rerun (``--fresh`` reruns it).
+one is reused on a rerun (``--fresh`` reruns it). Each finished search is also recorded (its trials and history,
+:mod:`tuning.bench_records`) into ``--records`` (default ``benchmarks/records/``, committed), and a search whose
+folder is gone but whose record matches is read from the record instead of run again: seeds measured on one
+machine count on the next.
 """
 
 from __future__ import annotations
@@ -54,19 +57,19 @@ from tuning.bench_common import (
     median_never_late,
     progress_curve,
     read_space_yaml,
-    run_search,
+    search_tables,
     write_space,
 )
 from tuning.bench_overhead import cmd_overhead
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
 from tuning.report import full_budget, on_log_axes
-from tuning.results import load_experiment
 
 QUICK_SPACE, QUICK_BUDGET_S, QUICK_SEEDS = "smoke", 40.0, (0,)
 GOAL_COMPUTE_RATIO = 0.2  # efficiency: default's compute to reach random's final best ≤ a fifth of random's
 GOAL_HV_RATIO = 1 / 3  # multiobjective: MO-ASHA reaches random's final hypervolume with ≤ a third of its compute
 DEFAULT_TARGETS = (1.60, 1.50)
+DEFAULT_RECORDS = DEFAULT_OUT / "records"  # committed: see tuning.bench_records
 
 # The homework's Problem 2 study (search_spaces/hw3-p2.yaml): the grid and what it kept fixed. head_width and
 # head_dropout describe its adjusted head (head_depth 1); depth 0 ignores them.
@@ -94,6 +97,23 @@ MO_METHODS = {
 
 
 # --- the machine and the header ----------------------------------------------------------------------------------
+
+
+def reused_lines(sources: Mapping[str, str] | None) -> list[str]:
+    """The report's note of searches read from records rather than run for it (with when and at which revision)."""
+    if not sources:
+        return []
+    items = "; ".join(f"{name} ({what})" for name, what in sorted(sources.items()))
+    return [f"Taken from benchmark records, not run again: {items}.", ""]
+
+
+def records_dir(args: argparse.Namespace) -> Path | None:
+    """Where searches are recorded: ``--records``; a ``--quick`` run's records stay in its ``--out``."""
+    if args.no_records:
+        return None
+    if args.records is not None:
+        return Path(args.records)
+    return Path(args.out) / "records" if args.quick else DEFAULT_RECORDS
 
 
 # --- pure maths: curves over an experiment's history --------------------------------------------------------------
@@ -212,10 +232,12 @@ def compute_ratios(rows: Sequence[EfficiencyRow], method: str = "default", basel
 
 
 def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], argv: Sequence[str], space: str,
-                      budget_s: float, seeds: Sequence[int], plot_name: str, quick: bool) -> str:
+                      budget_s: float, seeds: Sequence[int], plot_name: str, quick: bool,
+                      sources: Mapping[str, str] | None = None) -> str:
     lines = header("Search efficiency: TPE + ASHA against random search and the homework's grid", argv)
     if quick:
         lines += ["**--quick**: smoke space, one seed, a short budget: a smoke run, the numbers mean nothing.", ""]
+    lines += reused_lines(sources)
     lines += [
         f"Space `{space}`; each method gets the same wall budget of {budget_s:g} s per seed "
         f"(seeds {', '.join(map(str, seeds))}), one `python -m tuning.search` subprocess each, run one after another. "
@@ -293,17 +315,20 @@ def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     curves: dict[tuple[str, int], pd.DataFrame] = {}
     counts: dict[tuple[str, int], int] = {}
+    sources: dict[str, str] = {}
     for seed in seeds:
         for method in args.methods:
-            experiment = run_search(spaces[method], out / "runs", f"{prefix}{method}-s{seed}", budget, seed,
-                                    args.search_args, args.fresh, log=log)
-            _, trials, history = load_experiment(experiment)
+            name = f"{prefix}{method}-s{seed}"
+            trials, history, source = search_tables(spaces[method], out / "runs", records_dir(args), name, budget,
+                                                    seed, args.search_args, args.fresh, log=log)
+            if source:
+                sources[name] = source
             curves[(method, seed)] = progress_curve(history)
             counts[(method, seed)] = len(trials)
     rows = efficiency_rows(curves, counts, args.targets)
     stem = f"efficiency{'-quick' if args.quick else ''}"
     plot_efficiency(curves, out / f"{stem}.png")
-    text = render_efficiency(rows, args.targets, argv, space, budget, seeds, f"{stem}.png", args.quick)
+    text = render_efficiency(rows, args.targets, argv, space, budget, seeds, f"{stem}.png", args.quick, sources)
     atomic_write_text(out / f"{stem}.md", text)
     print(text)
     log(f"written: {out / f'{stem}.md'}")
@@ -347,10 +372,11 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
 
 def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Sequence[str], space: str,
               budget_s: float, seeds: Sequence[int], sampler: str, plot_name: str, quick: bool,
-              log_flops: bool = True) -> str:
+              log_flops: bool = True, sources: Mapping[str, str] | None = None) -> str:
     lines = header("Multi-objective search: hypervolume of the accuracy/FLOPs front", argv)
     if quick:
         lines += ["**--quick**: smoke space, one seed, a short budget: a smoke run, the numbers mean nothing.", ""]
+    lines += reused_lines(sources)
     lines += [
         f"Space `{space}` with objectives {ACCURACY} (max) and {FLOPS} (min); sampler `{sampler}` for the first two "
         f"methods; the same wall budget of {budget_s:g} s per method and seed (seeds {', '.join(map(str, seeds))}). "
@@ -434,11 +460,14 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     files = {m: str(write_space(out, f"{prefix}{name}-{m}", d)) for m, d in spaces.items()}
     loaded: dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]] = {}
+    sources: dict[str, str] = {}
     for seed in seeds:
         for method in MO_METHODS:
-            experiment = run_search(files[method], out / "runs", f"{prefix}{method}-s{seed}", budget, seed,
-                                    args.search_args, args.fresh, log=log)
-            _, trials, history = load_experiment(experiment)
+            name = f"{prefix}{method}-s{seed}"
+            trials, history, source = search_tables(files[method], out / "runs", records_dir(args), name, budget,
+                                                    seed, args.search_args, args.fresh, log=log)
+            if source:
+                sources[name] = source
             loaded[(method, seed)] = (trials, history)
     reference = common_reference(t for t, _ in loaded.values())
     log_flops = args.flops_axis == "log"
@@ -453,7 +482,7 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     stem = f"multiobjective{'-quick' if args.quick else ''}"
     plot_mo(hv_curves, out / f"{stem}.png", log_flops)
     text = render_mo(rows, reference, argv, space, budget, seeds, args.sampler, f"{stem}.png", args.quick,
-                     log_flops)
+                     log_flops, sources)
     atomic_write_text(out / f"{stem}.md", text)
     print(text)
     log(f"written: {out / f'{stem}.md'}")
@@ -515,7 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--space", default="shakespeare", help="built-in space or YAML file (default shakespeare)")
         p.add_argument("--search-args", type=shlex.split, default=[],
                        help="more flags for every tuning.search run, e.g. \"--gpus-per-trial 0.25\"")
-        p.add_argument("--fresh", action="store_true", help="rerun searches whose experiment folders exist")
+        p.add_argument("--fresh", action="store_true",
+                       help="rerun searches whose experiment folders or records exist")
+        p.add_argument("--records", type=Path, default=None,
+                       help=f"folder of benchmark records: a finished search's tables, reused when its folder is "
+                            f"gone (default {DEFAULT_RECORDS}/; a --quick run's stay in --out)")
+        p.add_argument("--no-records", action="store_true", help="neither read nor write records")
         p.add_argument("--quick", action="store_true",
                        help=f"smoke run: space {QUICK_SPACE}, {QUICK_BUDGET_S:g} s, seed 0 (numbers mean nothing)")
 
