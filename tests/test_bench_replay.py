@@ -13,8 +13,9 @@ from tuning import bench_replay as br
 from tuning.bench_replay import Curve, simulate
 
 
-def curve(name: str, accuracy: tuple[float, ...], flops: float = 1e5, seconds: float = 1.0) -> Curve:
-    return Curve(name, accuracy, flops, tuple(seconds for _ in accuracy))
+def curve(name: str, accuracy: tuple[float, ...], flops: float = 1e5, seconds: float = 1.0,
+          loss: tuple[float, ...] = ()) -> Curve:
+    return Curve(name, accuracy, flops, tuple(seconds for _ in accuracy), loss)
 
 
 def test_random_runs_every_trial_to_the_end_on_two_slots() -> None:
@@ -65,7 +66,8 @@ def test_log_hypervolume_and_first_reach() -> None:
 def _experiment(path: Path, trials: dict[str, tuple[list[float], float]], chars_per_iter: int = 1000) -> Path:
     rows: dict[str, list[dict[str, Any]]] = {}
     for trial_id, (accuracy, flops) in trials.items():
-        rows[trial_id] = [{"iteration": i + 1, "val_acc_last": a, "train_flops_per_char": flops,
+        rows[trial_id] = [{"iteration": i + 1, "val_acc_last": a, "val_loss": 4.0 * (1.0 - a),
+                           "train_flops_per_char": flops,
                            "train_time_s": 2.0 * (i + 1), "eval_time_s": 0.5, "chars_trained": chars_per_iter * (i + 1),
                            "timestamp": 100.0 + i, "trial_status": "completed" if i + 1 == len(accuracy) else "running"}
                           for i, a in enumerate(accuracy)]
@@ -89,8 +91,53 @@ def test_main_replays_recorded_experiments(tmp_path: Path, capsys: pytest.Captur
     assert "\n| random | " in text and " | 1 | 0.00 | 0.00 | " in text  # random against itself: ratio 1
 
 
+# --- --objective val_loss: the efficiency benchmark's measure, Ray's own ASHA as the rule -----------------------
+
+
+def test_asha_rule_is_rays_scheduler_on_val_loss() -> None:
+    decide = br.make_rule("asha", max_t=9, reduction_factor=3)
+    assert decide is not None
+    assert decide("0", 1, 3.0, 0.0) is False  # first at rung 1: nothing to compare with
+    assert decide("1", 1, 3.2, 0.0) is True  # worse than the cutoff (the one recorded loss)
+    assert decide("2", 1, 2.0, 0.0) is False  # lower is better
+    assert decide("2", 2, 9.0, 0.0) is False  # no rung at 2
+    assert decide("2", 3, 1.5, 0.0) is False and decide("0", 3, 2.5, 0.0) is True  # rung 3
+    late = br.make_rule("asha", max_t=9, reduction_factor=3, grace=3)
+    assert late is not None and late("0", 1, 3.0, 0.0) is False and late("1", 1, 9.0, 0.0) is False  # no rung at 1
+
+
+def test_asha_on_val_loss_stops_a_bad_trial_and_reaches_the_best_sooner() -> None:
+    good = curve("a", (0.0, 0.0, 0.0), loss=(2.0, 1.5, 1.0))
+    bad = curve("b", (0.0, 0.0, 0.0), loss=(3.0, 2.8, 2.6))
+    worse = curve("c", (0.0, 0.0, 0.0), loss=(3.2, 3.0, 2.9))
+    order = [1, 2, 2, 0, 1, 1, 1, 1]
+    random = simulate([good, bad, worse], order, None, wall_s=12.5, slots=1, metric="loss")
+    asha = simulate([good, bad, worse], order, br.make_rule("asha", 3, 3), wall_s=12.5, slots=1, metric="loss")
+    # random: b 1-3, c 4-6, c 7-9, a 10-12. ASHA: b runs on (first at its rung), both c stop after one iteration
+    # (3.2 is worse than b's 3.0), a continues (2.0) and ends at 8; then b again (3.0 ties b's: goes on) 9-11, b 12.
+    assert br.best_loss_trace(random)[-1] == (12.0, -1.0) and br.first_reach(br.best_loss_trace(random), -1.0) == 12
+    trace = br.best_loss_trace(asha)
+    assert [c for c, _ in trace] == list(range(1, 13)) and br.first_reach(trace, -1.0) == 8
+    assert [-b for _, b in trace[:4]] == [3.0, 2.8, 2.6, 2.6] and asha.started == 6
+
+
+def test_main_replays_val_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = _experiment(tmp_path / "one", {"a": ([0.2, 0.3, 0.4], 1e5), "b": ([0.3, 0.4, 0.5], 1e6),
+                                         "c": ([0.1, 0.15, 0.2], 1e4)})
+    out = tmp_path / "out"
+    assert br.main([str(one), "--objective", "val_loss", "--wall-s", "60", "--replays", "5", "--out", str(out),
+                    "--name", "loss"]) == 0
+    text = (out / "loss.md").read_text(encoding="utf-8")
+    assert "the pool's lowest validation loss is 2" in text and "(grace 1, reduction factor 3)" in text
+    assert "\n| random | " in text and "\n| asha | " in text and "share ≤ 0.2" in text
+    assert "\n| mo-asha | " not in text
+    assert br.main([str(one), "--objective", "val_loss", "--rules", "mo-asha", "--out", str(out)]) == 2
+    assert "invalid for --objective val_loss: a comma-separated list of random, asha" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--rules", "random,hyperband"], "--rules='random,hyperband' is invalid"),
+    (["--grace-iters", "0"], "--grace-iters=0 is invalid: an integer >= 1"),
     (["--wall-s", "0"], "--wall-s=0.0 is invalid"),
     (["--rung-max-iters", "9"], "--rung-max-iters=9 is invalid: between 1 and the recorded budget (3)"),
 ])

@@ -26,15 +26,18 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tuning import pareto
 from tuning.bench_common import DEFAULT_OUT, header, md_table
-from tuning.bench_search import ACCURACY, FLOPS, MO_OBJECTIVES, log_cost
+from tuning.bench_search import ACCURACY, FLOPS, GOAL_HV_RATIO, MO_OBJECTIVES, log_cost
+from tuning.bench_search import GOAL_COMPUTE_RATIO as GOAL_LOSS_RATIO
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import atomic_write_text
 from tuning.mo_asha import ParetoASHA
@@ -42,18 +45,22 @@ from tuning.results import load_experiment
 from tuning.spaces import asha_rungs
 
 RULES = ("random", "asha-first", "mo-asha")
-# decide(trial key, iteration, accuracy at that iteration, FLOPs per character) -> stop?
+LOSS_RULES = ("random", "asha")  # --objective val_loss: no stopping, and Ray's own ASHAScheduler on val_loss
+OBJECTIVES = ("hypervolume", "val_loss")
+# decide(trial key, iteration, the rule's metric at that iteration, FLOPs per character) -> stop?
 Decide = Callable[[str, int, float, float], bool]
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One full-budget trial as recorded: its accuracy after each iteration, its cost, its seconds per iteration."""
+    """One full-budget trial as recorded: its accuracy (and validation loss) after each iteration, its cost, its
+    seconds per iteration."""
 
     trial_id: str
     accuracy: tuple[float, ...]
     flops: float
     seconds: tuple[float, ...]
+    loss: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Replay:
     chars_at_completion: list[float]  # characters trained by all trials when each completed
     chars_total: float
     started: int
+    reports: list[tuple[float, float]] = field(default_factory=list)  # (characters by then, val_loss): every iteration
 
 
 def load_curves(experiments: Sequence[Path]) -> tuple[list[Curve], int]:
@@ -80,8 +88,9 @@ def load_curves(experiments: Sequence[Path]) -> tuple[list[Curve], int]:
                 continue
             train = np.diff(np.r_[0.0, rows["train_time_s"].to_numpy(dtype=float)])
             seconds = np.maximum(train + rows["eval_time_s"].fillna(0.0).to_numpy(dtype=float), 1e-3)
+            loss = tuple(rows["val_loss"].astype(float)) if "val_loss" in rows else ()
             curves.append(Curve(str(trial_id), tuple(rows[ACCURACY].astype(float)), float(flops[trial_id]),
-                                tuple(float(s) for s in seconds)))
+                                tuple(float(s) for s in seconds), loss))
     if len(per_iter) > 1:
         raise UserError(f"the experiments' chars_per_iter differ ({sorted(per_iter)}): replay one budget at a time")
     if len({len(c.accuracy) for c in curves}) > 1:
@@ -89,12 +98,32 @@ def load_curves(experiments: Sequence[Path]) -> tuple[list[Curve], int]:
     return curves, per_iter.pop() if per_iter else 0
 
 
-def make_rule(rule: str, max_t: int, reduction_factor: int) -> Decide | None:
-    """The scheduler behind a rule name, as a decision function (None: never stop)."""
+def make_rule(rule: str, max_t: int, reduction_factor: int, grace: int = 1) -> Decide | None:
+    """The scheduler behind a rule name, as a decision function (None: never stop).
+
+    ``asha`` is Ray's own ``ASHAScheduler`` built as ``tuning.search`` builds it for a one-objective space (metric
+    val_loss, min), fed the recorded rows; the others are :class:`ParetoASHA` (accuracy, max; with FLOPs, min).
+    """
     if rule == "random":
         return None
+    if rule == "asha":
+        from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+        ray_asha = ASHAScheduler(time_attr="iteration", metric="val_loss", mode="min", max_t=max_t,
+                                 grace_period=grace, reduction_factor=reduction_factor)
+        added: set[str] = set()
+
+        def decide_ray(key: str, iteration: int, loss: float, flops: float) -> bool:
+            trial: Any = SimpleNamespace(trial_id=key)  # all Ray's ASHA reads of a trial
+            if key not in added:
+                added.add(key)
+                ray_asha.on_trial_add(None, trial)  # type: ignore[arg-type]
+            action = ray_asha.on_trial_result(None, trial, {"iteration": iteration, "val_loss": loss})  # type: ignore[arg-type]
+            return bool(action == TrialScheduler.STOP)
+
+        return decide_ray
     objectives = {ACCURACY: "max"} if rule == "asha-first" else {ACCURACY: "max", FLOPS: "min"}
-    scheduler = ParetoASHA(objectives, max_t=max_t, grace_period=1, reduction_factor=reduction_factor)
+    scheduler = ParetoASHA(objectives, max_t=max_t, grace_period=grace, reduction_factor=reduction_factor)
 
     def decide(key: str, iteration: int, accuracy: float, flops: float) -> bool:
         return scheduler.decide(key, iteration, {ACCURACY: accuracy, FLOPS: flops}) == ParetoASHA.STOP
@@ -103,12 +132,13 @@ def make_rule(rule: str, max_t: int, reduction_factor: int) -> Decide | None:
 
 
 def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | None, wall_s: float,
-             slots: int = 2, chars_per_iter: float = 1.0) -> Replay:
+             slots: int = 2, chars_per_iter: float = 1.0, metric: str = "accuracy") -> Replay:
     """Run ``curves[order[0]], curves[order[1]], …`` on ``slots`` workers until ``wall_s``.
 
     Each slot runs its trial an iteration at a time, each taking the recorded seconds; after iteration ``i`` the rule
     may stop it (the last iteration completes it); a freed slot starts the next trial at once. An iteration that
-    would end after ``wall_s`` does not count. Pure: the same arguments give the same replay.
+    would end after ``wall_s`` does not count. The rule sees ``metric`` (``accuracy`` or ``loss``) of the iteration.
+    Pure: the same arguments give the same replay.
     """
     if not curves or slots < 1:
         return Replay([], [], 0.0, 0)
@@ -116,6 +146,7 @@ def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | Non
     next_trial, chars = 0, 0.0
     completed: list[tuple[float, float]] = []
     chars_at: list[float] = []
+    reports: list[tuple[float, float]] = []
     # per slot: [position in order, iterations done, time its running iteration ends]
     running: list[list[float]] = []
     for _ in range(min(slots, len(order))):
@@ -128,11 +159,13 @@ def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | Non
         position, done, now = int(slot[0]), int(slot[1]) + 1, slot[2]
         curve = curves[order[position]]
         chars += chars_per_iter
+        if curve.loss:
+            reports.append((chars, curve.loss[done - 1]))
         finished = done == budget
         if finished:
             completed.append((curve.accuracy[-1], curve.flops))
             chars_at.append(chars)
-        elif decide is None or not decide(f"{position}", done, curve.accuracy[done - 1], curve.flops):
+        elif decide is None or not decide(f"{position}", done, getattr(curve, metric)[done - 1], curve.flops):
             slot[1], slot[2] = done, now + curve.seconds[done]
             continue
         if next_trial >= len(order):
@@ -140,7 +173,7 @@ def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | Non
             continue
         slot[0], slot[1], slot[2] = next_trial, 0, now + curves[order[next_trial]].seconds[0]
         next_trial += 1
-    return Replay(completed, chars_at, chars, next_trial)
+    return Replay(completed, chars_at, chars, next_trial, reports)
 
 
 def log_hypervolume(points: Sequence[tuple[float, float]], reference_flops: float) -> float:
@@ -162,12 +195,23 @@ def first_reach(trace: Sequence[tuple[float, float]], goal: float) -> float:
     return next((chars for chars, hv in trace if hv >= goal - 1e-12), math.inf)
 
 
+def best_loss_trace(replay: Replay) -> list[tuple[float, float]]:
+    """(characters by then, minus the best val_loss so far) after each iteration: the live efficiency benchmark's
+    best-so-far (any trial, any iteration), negated so that :func:`first_reach` reads it as it reads hypervolume."""
+    trace, best = [], math.inf
+    for chars, loss in replay.reports:
+        if math.isfinite(loss) and loss < best:
+            best = loss
+        trace.append((chars, -best))
+    return trace
+
+
 @dataclass(frozen=True)
 class RuleRow:
     rule: str
-    final_hv: float
-    ratio: float  # median over replays of (chars to random's final HV) / (random's chars to it)
-    share_third: float  # share of replays with ratio ≤ 1/3
+    final_hv: float  # --objective val_loss: the final best val_loss
+    ratio: float  # median over replays of (chars to random's final HV or best) / (random's chars to it)
+    share_third: float  # share of replays with ratio ≤ the goal (1/3 for hypervolume, 1/5 for val_loss)
     share_never: float
     completed: float
     started: float
@@ -175,21 +219,29 @@ class RuleRow:
 
 
 def run_replays(curves: Sequence[Curve], rules: Sequence[str], replays: int, wall_s: float, slots: int,
-                max_t: int, reduction_factor: int, chars_per_iter: float, seed: int = 0) -> list[RuleRow]:
+                max_t: int, reduction_factor: int, chars_per_iter: float, seed: int = 0, grace: int = 1,
+                objective: str = "hypervolume") -> list[RuleRow]:
     reference = max(c.flops for c in curves) * 1.1
     rng = np.random.default_rng(seed)
     draws = max(1000, int(wall_s))  # more trials than any rule can start
+    loss = objective == "val_loss"
+    goal_ratio = GOAL_LOSS_RATIO if loss else GOAL_HV_RATIO
+
+    def trace_of(replay: Replay) -> list[tuple[float, float]]:
+        return best_loss_trace(replay) if loss else hypervolume_trace(replay, reference)
+
     results: dict[str, list[tuple[float, float, int, int, float]]] = {r: [] for r in rules}
     for _ in range(replays):
         order = rng.integers(0, len(curves), size=draws).tolist()
-        runs = {r: simulate(curves, order, make_rule(r, max_t, reduction_factor), wall_s, slots, chars_per_iter)
+        runs = {r: simulate(curves, order, make_rule(r, max_t, reduction_factor, grace), wall_s, slots,
+                            chars_per_iter, "loss" if loss else "accuracy")
                 for r in dict.fromkeys(["random", *rules])}
-        base_trace = hypervolume_trace(runs["random"], reference)
+        base_trace = trace_of(runs["random"])
         goal = base_trace[-1][1] if base_trace else math.nan
         base = first_reach(base_trace, goal) if base_trace else math.nan
         for rule in rules:
-            trace = hypervolume_trace(runs[rule], reference)
-            final = trace[-1][1] if trace else 0.0
+            trace = trace_of(runs[rule])
+            final = (-trace[-1][1] if loss else trace[-1][1]) if trace else (math.inf if loss else 0.0)
             ratio = first_reach(trace, goal) / base if base and math.isfinite(base) else math.nan
             results[rule].append((final, ratio, len(runs[rule].completed), runs[rule].started, runs[rule].chars_total))
     rows = []
@@ -197,7 +249,7 @@ def run_replays(curves: Sequence[Curve], rules: Sequence[str], replays: int, wal
         a = np.array(results[rule], dtype=float)
         ratios = a[:, 1][~np.isnan(a[:, 1])]
         rows.append(RuleRow(rule, float(np.median(a[:, 0])), float(np.median(ratios)) if len(ratios) else math.nan,
-                            float(np.mean(ratios <= 1 / 3)) if len(ratios) else math.nan,
+                            float(np.mean(ratios <= goal_ratio)) if len(ratios) else math.nan,
                             float(np.mean(np.isinf(ratios))) if len(ratios) else math.nan,
                             float(np.median(a[:, 2])), float(np.median(a[:, 3])), float(np.median(a[:, 4]))))
     return rows
@@ -205,15 +257,34 @@ def run_replays(curves: Sequence[Curve], rules: Sequence[str], replays: int, wal
 
 def render(rows: Sequence[RuleRow], argv: Sequence[str], pool: Sequence[Curve], experiments: Sequence[Path],
            args: argparse.Namespace, budget: int) -> str:
+    lines = header("Replay: scheduler rules on recorded learning curves", argv, prog="python -m tuning.bench_replay")
+    rungs = ", ".join(map(str, asha_rungs(args.rung_max_iters or budget, args.grace_iters, args.reduction_factor)))
+    if args.objective == "val_loss":
+        floor = min(min(c.loss) for c in pool)
+        lines += [
+            f"Pool: {len(pool)} full-budget trials of {len(experiments)} experiment(s) "
+            f"({', '.join(str(p) for p in experiments)}), {budget} iterations each; the pool's lowest validation "
+            f"loss is {floor:.4g}. {args.replays} replays of {args.wall_s:g} s on {args.slots} slots, trials drawn at "
+            f"random with replacement, the same draws for every rule; rungs at iteration(s) {rungs or 'none'} (grace "
+            f"{args.grace_iters}, reduction factor {args.reduction_factor}). Best-so-far: the lowest val_loss any "
+            "trial reported at any iteration, as in the live efficiency benchmark. Ratio: characters a rule needed to "
+            "reach random's final best over those random needed, median over replays (\"inf\" when the median "
+            f"replay never got there); share ≤ {GOAL_LOSS_RATIO:g}: the issue's goal, per replay.",
+            "",
+        ]
+        body = [[r.rule, f"{r.final_hv:.4g}", f"{r.ratio:.3g}", f"{r.share_third:.2f}", f"{r.share_never:.2f}",
+                 f"{r.started:g}", f"{r.completed:g}", f"{r.chars / 1e6:.1f} M"] for r in rows]
+        lines += md_table(["rule", "final best val_loss (median)", "ratio to random's best",
+                           f"share ≤ {GOAL_LOSS_RATIO:g}", "share never", "trials started", "completed",
+                           "chars trained"], body, "lrrrrrrr")
+        return "\n".join(lines) + "\n"
     reference = max(c.flops for c in pool) * 1.1
     ceiling = log_hypervolume([(c.accuracy[-1], c.flops) for c in pool], reference)
-    lines = header("Replay: scheduler rules on recorded learning curves", argv, prog="python -m tuning.bench_replay")
     lines += [
         f"Pool: {len(pool)} full-budget trials of {len(experiments)} experiment(s) "
         f"({', '.join(str(p) for p in experiments)}), {budget} iterations each; the pool's own front has hypervolume "
         f"{ceiling:.4g}. {args.replays} replays of {args.wall_s:g} s on {args.slots} slots, trials drawn at random "
-        f"with replacement, the same draws for every rule; rungs at iteration(s) "
-        f"{', '.join(map(str, asha_rungs(args.rung_max_iters or budget, 1, args.reduction_factor))) or 'none'} "
+        f"with replacement, the same draws for every rule; rungs at iteration(s) {rungs or 'none'} "
         f"(reduction factor {args.reduction_factor}). Hypervolume over log10 FLOPs, reference accuracy 0 and "
         f"1.1 × the pool's largest FLOPs. Ratio: characters a rule needed to reach random's final hypervolume over "
         "those random needed, median over replays (\"inf\" when the median replay never got there).",
@@ -233,9 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replays", type=int, default=100, help="replays per rule (default 100)")
     p.add_argument("--slots", type=int, default=2, help="trials at once (default 2: a 2-core machine)")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA's reduction factor (default 3)")
+    p.add_argument("--grace-iters", type=int, default=1, help="ASHA's first rung (default 1)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="hypervolume",
+                   help="hypervolume of the accuracy/FLOPs front (default; rules random, asha-first, mo-asha) or "
+                        "the best val_loss (rules random, asha: Ray's ASHAScheduler)")
     p.add_argument("--rung-max-iters", type=int, default=None,
                    help="the scheduler's max_iters, whose rungs lie below it (default: the recorded budget)")
-    p.add_argument("--rules", default=",".join(RULES), help=f"comma-separated, of {', '.join(RULES)} (default all)")
+    p.add_argument("--rules", default=None,
+                   help=f"comma-separated, of {', '.join(RULES)} (hypervolume) or {', '.join(LOSS_RULES)} "
+                        "(val_loss); default all of the objective's")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     p.add_argument("--name", default="replay", help="output file stem (default replay)")
@@ -246,14 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-        bad = [r for r in rules if r not in RULES]
+        allowed = LOSS_RULES if args.objective == "val_loss" else RULES
+        rules = [r.strip() for r in (args.rules or ",".join(allowed)).split(",") if r.strip()]
+        bad = [r for r in rules if r not in allowed]
         if bad or not rules:
-            raise UserError(f"--rules={args.rules!r} is invalid: a comma-separated list of {', '.join(RULES)}")
+            raise UserError(f"--rules={args.rules!r} is invalid for --objective {args.objective}: a comma-separated "
+                            f"list of {', '.join(allowed)}")
         if not (math.isfinite(args.wall_s) and args.wall_s > 0):
             raise UserError(f"--wall-s={args.wall_s} is invalid: seconds > 0")
         for flag, value, low in (("--replays", args.replays, 1), ("--slots", args.slots, 1),
-                                 ("--reduction-factor", args.reduction_factor, 2)):
+                                 ("--reduction-factor", args.reduction_factor, 2),
+                                 ("--grace-iters", args.grace_iters, 1)):
             if value < low:
                 raise UserError(f"{flag}={value} is invalid: an integer >= {low}")
         for experiment in args.experiments:
@@ -266,8 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         max_t = args.rung_max_iters or budget
         if not 1 <= max_t <= budget:
             raise UserError(f"--rung-max-iters={max_t} is invalid: between 1 and the recorded budget ({budget})")
+        if args.objective == "val_loss":
+            curves = [c for c in curves if c.loss and all(math.isfinite(v) for v in c.loss)]
+            if not curves:
+                raise UserError("the experiments' completed trials recorded no finite val_loss: nothing to replay")
+        if not args.grace_iters <= max_t:
+            raise UserError(f"--grace-iters={args.grace_iters} is invalid: at most the scheduler's max_iters ({max_t})")
         rows = run_replays(curves, rules, args.replays, args.wall_s, args.slots, max_t, args.reduction_factor,
-                           chars_per_iter, args.seed)
+                           chars_per_iter, args.seed, args.grace_iters, args.objective)
         text = render(rows, argv, curves, args.experiments, args, budget)
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / f"{args.name}.md", text)
