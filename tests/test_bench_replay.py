@@ -121,6 +121,25 @@ def test_asha_on_val_loss_stops_a_bad_trial_and_reaches_the_best_sooner() -> Non
     assert [-b for _, b in trace[:4]] == [3.0, 2.8, 2.6, 2.6] and asha.started == 6
 
 
+def test_promotion_asha_pauses_at_a_rung_until_three_trials_are_there() -> None:
+    good = curve("a", (0.0, 0.0, 0.0), loss=(2.0, 1.5, 1.0))
+    bad = curve("b", (0.0, 0.0, 0.0), loss=(3.0, 2.8, 2.6))
+    worse = curve("c", (0.0, 0.0, 0.0), loss=(3.2, 3.0, 2.9))
+    order = [1, 2, 0, 1, 2, 1]
+    pool = [good, bad, worse]
+    stopping = simulate(pool, order, br.make_rule("asha", 3, 3), wall_s=9.5, slots=1, metric="loss")
+    promotion = br.simulate_promotion(pool, order, wall_s=9.5, slots=1, max_t=3, grace=1, reduction_factor=3)
+    # Ray's ASHA lets b, the first at its rung, run to the end (1-3), stops c (4), runs a (5-7): 1.0 at 7.
+    assert br.first_reach(br.best_loss_trace(stopping), -1.0) == 7
+    # Promotion: b, c and a each pause after one iteration (1, 2, 3); with three at the rung the best, a, is
+    # promoted and ends at 5; then new trials b (6), c (7), b (8): the rung holds 6, so its second best, b, goes on (9).
+    assert br.first_reach(br.best_loss_trace(promotion), -1.0) == 5
+    assert [-b for _, b in br.best_loss_trace(promotion)] == [3.0, 3.0, 2.0, 1.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert promotion.completed == [(0.0, 1e5)] and promotion.chars_at_completion == [5.0]
+    assert promotion.started == 6 and promotion.chars_total == 9
+    assert br.make_rule("asha-promotion", 3, 3) is None  # not a stop rule: its own simulation
+
+
 def test_main_replays_val_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one = _experiment(tmp_path / "one", {"a": ([0.2, 0.3, 0.4], 1e5), "b": ([0.3, 0.4, 0.5], 1e6),
                                          "c": ([0.1, 0.15, 0.2], 1e4)})
@@ -129,10 +148,12 @@ def test_main_replays_val_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str
                     "--name", "loss"]) == 0
     text = (out / "loss.md").read_text(encoding="utf-8")
     assert "the pool's lowest validation loss is 2" in text and "(grace 1, reduction factor 3)" in text
-    assert "\n| random | " in text and "\n| asha | " in text and "share ≤ 0.2" in text
+    assert "\n| random | " in text and "\n| asha | " in text and "\n| asha-promotion | " in text
+    assert "share ≤ 0.2" in text
     assert "\n| mo-asha | " not in text
     assert br.main([str(one), "--objective", "val_loss", "--rules", "mo-asha", "--out", str(out)]) == 2
-    assert "invalid for --objective val_loss: a comma-separated list of random, asha" in capsys.readouterr().err
+    assert "invalid for --objective val_loss: a comma-separated list of random, asha, asha-promotion" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -45,7 +45,9 @@ from tuning.results import load_experiment
 from tuning.spaces import asha_rungs
 
 RULES = ("random", "asha-first", "mo-asha")
-LOSS_RULES = ("random", "asha")  # --objective val_loss: no stopping, and Ray's own ASHAScheduler on val_loss
+# --objective val_loss: no stopping, Ray's own ASHAScheduler on val_loss (a trial goes on or stops at each rung),
+# and the promotion variant of ASHA (a trial pauses at each rung until it ranks in the top 1/rf there).
+LOSS_RULES = ("random", "asha", "asha-promotion")
 OBJECTIVES = ("hypervolume", "val_loss")
 # decide(trial key, iteration, the rule's metric at that iteration, FLOPs per character) -> stop?
 Decide = Callable[[str, int, float, float], bool]
@@ -104,7 +106,7 @@ def make_rule(rule: str, max_t: int, reduction_factor: int, grace: int = 1) -> D
     ``asha`` is Ray's own ``ASHAScheduler`` built as ``tuning.search`` builds it for a one-objective space (metric
     val_loss, min), fed the recorded rows; the others are :class:`ParetoASHA` (accuracy, max; with FLOPs, min).
     """
-    if rule == "random":
+    if rule in ("random", "asha-promotion"):  # the promotion variant is its own simulation: simulate_promotion
         return None
     if rule == "asha":
         from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -176,6 +178,72 @@ def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | Non
     return Replay(completed, chars_at, chars, next_trial, reports)
 
 
+def simulate_promotion(curves: Sequence[Curve], order: Sequence[int], wall_s: float, slots: int, max_t: int,
+                       grace: int, reduction_factor: int, chars_per_iter: float = 1.0) -> Replay:
+    """ASHA as Li et al. (2020, "A System for Massively Parallel Hyperparameter Tuning", Algorithm 2) state it, on
+    val_loss: a trial runs to its next rung and pauses there; a free slot resumes the best paused trial of the
+    highest rung whose top ``floor(n / rf)`` holds one not yet promoted, else starts the next trial of ``order``.
+    Unlike Ray's stopping variant, no trial passes a rung before ``rf`` trials have been recorded there.
+
+    The same conventions as :func:`simulate` (recorded seconds, iterations past ``wall_s`` do not count; a trial's
+    last iteration completes it). Pure.
+    """
+    if not curves or slots < 1:
+        return Replay([], [], 0.0, 0)
+    budget = len(curves[0].accuracy)
+    stops = [*asha_rungs(max_t, grace, reduction_factor), budget]  # iterations at which a trial pauses or ends
+    rungs: list[dict[int, float]] = [{} for _ in stops[:-1]]  # per rung: trial position -> val_loss there
+    promoted: list[set[int]] = [set() for _ in stops[:-1]]
+    next_trial, chars = 0, 0.0
+    completed: list[tuple[float, float]] = []
+    chars_at: list[float] = []
+    reports: list[tuple[float, float]] = []
+
+    def next_job() -> tuple[int, int] | None:
+        """(trial position, iterations it has done) of the job a free slot takes."""
+        nonlocal next_trial
+        for k in reversed(range(len(rungs))):
+            top = sorted(rungs[k], key=lambda i: rungs[k][i])[:len(rungs[k]) // reduction_factor]
+            ready = [i for i in top if i not in promoted[k]]
+            if ready:
+                promoted[k].add(ready[0])
+                return ready[0], stops[k]
+        if next_trial >= len(order):
+            return None
+        next_trial += 1
+        return next_trial - 1, 0
+
+    # per slot: [trial position, iterations done, time its running iteration ends]
+    running: list[list[float]] = []
+    for _ in range(slots):
+        job = next_job()
+        if job is None:
+            break
+        running.append([job[0], job[1], curves[order[job[0]]].seconds[job[1]]])
+    while running:
+        slot = min(running, key=lambda s: s[2])
+        if slot[2] > wall_s:
+            break
+        position, done, now = int(slot[0]), int(slot[1]) + 1, slot[2]
+        curve = curves[order[position]]
+        chars += chars_per_iter
+        reports.append((chars, curve.loss[done - 1]))
+        if done == budget:
+            completed.append((curve.accuracy[-1], curve.flops))
+            chars_at.append(chars)
+        elif done in stops:
+            rungs[stops.index(done)][position] = curve.loss[done - 1]
+        else:
+            slot[1], slot[2] = done, now + curve.seconds[done]
+            continue
+        job = next_job()
+        if job is None:
+            running.remove(slot)
+            continue
+        slot[0], slot[1], slot[2] = job[0], job[1], now + curves[order[job[0]]].seconds[job[1]]
+    return Replay(completed, chars_at, chars, next_trial, reports)
+
+
 def log_hypervolume(points: Sequence[tuple[float, float]], reference_flops: float) -> float:
     """Hypervolume of (accuracy, FLOPs) points over log10 FLOPs, from accuracy 0 (as the live benchmark)."""
     if not points:
@@ -233,8 +301,10 @@ def run_replays(curves: Sequence[Curve], rules: Sequence[str], replays: int, wal
     results: dict[str, list[tuple[float, float, int, int, float]]] = {r: [] for r in rules}
     for _ in range(replays):
         order = rng.integers(0, len(curves), size=draws).tolist()
-        runs = {r: simulate(curves, order, make_rule(r, max_t, reduction_factor, grace), wall_s, slots,
-                            chars_per_iter, "loss" if loss else "accuracy")
+        runs = {r: simulate_promotion(curves, order, wall_s, slots, max_t, grace, reduction_factor, chars_per_iter)
+                if r == "asha-promotion" else
+                simulate(curves, order, make_rule(r, max_t, reduction_factor, grace), wall_s, slots, chars_per_iter,
+                         "loss" if loss else "accuracy")
                 for r in dict.fromkeys(["random", *rules])}
         base_trace = trace_of(runs["random"])
         goal = base_trace[-1][1] if base_trace else math.nan
