@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -577,7 +578,9 @@ MILESTONES = {1, 3, 9}
         ({"iteration": 9, "trial_status": "running"}, "TERMINATED", None, "early_stopped"),
         ({"iteration": 4, "trial_status": "running"}, "TERMINATED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, "RUNNING", None, "unfinished"),
-        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "unfinished"),
+        # promotion-type ASHA: waiting at a rung when the search ended (or was interrupted)
+        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "early_stopped"),
+        ({"iteration": 4, "trial_status": "running"}, "PAUSED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, None, None, "unfinished"),
         ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", None, "completed"),
         ({"iteration": 16, "trial_status": "completed"}, None, None, "completed"),
@@ -651,6 +654,22 @@ def make_experiment(root: Path, scheduler: str = "asha") -> Path:
         state.append([json.dumps({"trial_id": tid, "status": status, "relative_logdir": d.name}), json.dumps({})])
     (exp / "experiment_state-2024.json").write_text(json.dumps({"trial_data": state}))
     return exp
+
+
+def test_the_newest_state_file_is_the_newest_name_not_the_newest_mtime(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)  # rungs at iterations 1 and 2
+    rows = (exp / "ddd_00000" / "result.json").read_text().splitlines()
+    (exp / "ddd_00000" / "result.json").write_text("\n".join(rows[:2]) + "\n")  # ddd reported up to rung 2
+    old = exp / "experiment_state-2024.json"  # says ddd is RUNNING
+    state = json.loads(old.read_text())
+    for entry in state["trial_data"]:  # a later session paused ddd at the rung (promotion-type ASHA)
+        if json.loads(entry[0])["trial_id"] == "ddd":
+            entry[0] = json.dumps({**json.loads(entry[0]), "status": "PAUSED"})
+    (exp / "experiment_state-2025.json").write_text(json.dumps(state))
+    future = time.time() + 60
+    os.utime(old, (future, future))  # a restored run uploads the earlier session's file again with every save
+    _, trials, _ = load_experiment(exp)
+    assert trials.set_index("trial_id").loc["ddd", "status"] == "early_stopped"  # 2025's PAUSED, not 2024's RUNNING
 
 
 @pytest.mark.parametrize(("scheduler", "stopped"), [("asha", "early_stopped"), ("asha_first", "early_stopped"),

@@ -33,7 +33,9 @@ COMPLEXITY = ("params", "calflops_flops", "calflops_macs", "macs", "flops_per_ch
 
 def _read_state(experiment_dir: Path) -> dict[str, dict[str, Any]]:
     """Ray's view of each trial: {trial_id: {status, logdir, error_file}} from the newest state file."""
-    files = sorted(experiment_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # Newest by name (Ray stamps it with the session's start, as Ray's own restore picks it), not by mtime: after a
+    # restore Ray uploads the earlier sessions' state files again with every save, so their mtimes keep moving.
+    files = sorted(experiment_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return {}
     try:
@@ -90,7 +92,8 @@ def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | N
         return "errored"
     if last is None:
         return "unfinished"
-    if ray_status == "TERMINATED" and int(last.get("iteration", 0)) in milestones:
+    # PAUSED: promotion-type ASHA's trial still waiting at a rung when the search ended
+    if ray_status in ("TERMINATED", "PAUSED") and int(last.get("iteration", 0)) in milestones:
         return "early_stopped"
     return "unfinished"
 
