@@ -92,6 +92,15 @@ def test_rungs_survive_a_restore(tmp_path: Path) -> None:
     assert third.rungs == second.rungs and third.num_stopped == 2
 
 
+def test_an_experiment_from_before_the_scheduler_folder_resumes_with_its_records(tmp_path: Path) -> None:
+    old = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3, state_file=tmp_path / "pareto_asha.json")
+    assert old.decide("a", 1, r(1.0, 5)) == GO
+    new = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3,
+                     state_file=tmp_path / "scheduler" / "pareto_asha.json")
+    assert new.decide("b", 1, r(2.0, 50)) == STOP  # a is known: read from the old place
+    assert (tmp_path / "scheduler" / "pareto_asha.json").is_file()  # written to the new one
+
+
 def test_rejects_bad_objectives() -> None:
     with pytest.raises(ValueError):
         ParetoASHA({"val_loss": "down"})

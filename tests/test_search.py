@@ -219,6 +219,49 @@ def test_driver_killed_then_resume_finishes(tmp_path: Path, capsys: pytest.Captu
     assert report.is_file()
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_promotion_asha_driver_killed_while_trials_wait_then_resume(tmp_path: Path) -> None:
+    space = str(HERE / "spaces" / "resume-promotion.yaml")  # 6 trials, rungs at 1 and 2 (rf 2), budget 4
+    storage = tmp_path / "runs"
+    ray_tmp = tempfile.mkdtemp(prefix="rp-", dir="/tmp")
+    proc = _run_driver(["--space", space, "--storage-path", str(storage), "--name", "killed", "--quiet",
+                        "--gpus-per-trial", "0"], tmp_path, ray_tmp)
+    exp = storage / "killed"
+    state_file = exp / "scheduler" / "promotion_asha.json"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill while two trials wait at a rung
+            waiting = json.loads(state_file.read_text())["waiting"] if state_file.is_file() else {}
+            if len(waiting) >= 2:
+                break
+            assert proc.poll() is None, "driver exited before it could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("no two trials waited at a rung within 120 s")
+    finally:
+        _kill_driver_and_its_ray(proc, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    waiting = json.loads(state_file.read_text())["waiting"]
+    assert len(waiting) >= 2
+
+    code = search.main(["--space", space, "--storage-path", str(storage), "--resume", "--quiet",
+                        "--gpus-per-trial", "0"])
+    assert code == 0
+    state = json.loads(state_file.read_text())
+    assert state["waiting"] == {} and len(state["rungs"]["1"]) == 6
+    meta, trials, history = load_experiment(exp)
+    assert len(trials) == 6 and set(trials["status"]) == {"completed", "early_stopped"}
+    for trial_id, curve in history.groupby("trial_id"):
+        assert list(curve["iteration"]) == list(range(1, len(curve) + 1)), trial_id  # from checkpoints, no gap
+    # a trial that waited at the kill kept waiting after the resume unless promoted later. Ray may restart it from
+    # its checkpoint at the rung when its saved state is older than the rung records; the scheduler then pauses it
+    # at its first report, one iteration on.
+    for trial_id, rung in waiting.items():
+        last = int(history.loc[history["trial_id"] == trial_id, "iteration"].max())
+        assert last <= rung + 1 or trial_id in state["promoted"][str(rung)], (trial_id, rung, last)
+    assert meta["finished_at"] and len(meta["commands"]) == 2
+
+
 def test_resume_without_experiment_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
@@ -262,7 +305,7 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
                         "--gpus-per-trial", "0"])
     assert code == 0
     exp = tmp_path / "mo"
-    rungs = json.loads((exp / "pareto_asha.json").read_text())
+    rungs = json.loads((exp / "scheduler" / "pareto_asha.json").read_text())
     assert rungs["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
     assert len(rungs["rungs"]["1"]) == 6  # every trial was judged at the first rung
     trials = read_trials(exp / "report")
@@ -276,6 +319,36 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     assert study is not None
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_promotion_asha_search_end_to_end(tmp_path: Path) -> None:
+    space = HERE / "spaces" / "promotion.yaml"  # 8 trials, rungs at iterations 1 and 2 (rf 2), budget 4
+    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "promo", "--quiet",
+                        "--gpus-per-trial", "0"])
+    assert code == 0  # the search ends by itself: no trial is left waiting at a rung
+    exp = tmp_path / "promo"
+    state = json.loads((exp / "scheduler" / "promotion_asha.json").read_text())
+    assert len(state["rungs"]["1"]) == 8 and state["waiting"] == {}
+    assert state["num_resumed"] >= 1  # at least one trial waited at a rung and went on later
+    trials = read_trials(exp / "report")
+    completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    assert completed == set(state["promoted"]["2"]) and len(completed) >= 1
+    assert set(trials["status"]) == {"completed", "early_stopped"}
+    assert len(state["promoted"]["1"]) >= 1  # the rule itself is checked step by step in test_promotion_asha.py
+    _, _, history = load_experiment(exp)
+    for trial_id, rows in history.groupby("trial_id"):
+        # paused trials resumed from their checkpoints: one row per iteration, none repeated, none missing
+        assert rows["iteration"].tolist() == list(range(1, len(rows) + 1)), trial_id
+    restored = make_searcher(load_space(str(space)), 3)
+    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
+    study = restored._ot_study
+    assert study is not None
+    states = [t.state for t in study.trials]
+    # each pause told once as PRUNED; each resume opened a new Optuna trial, which ends COMPLETE or PRUNED
+    assert len(states) == 8 + state["num_resumed"]
+    assert states.count(TrialState.COMPLETE) == len(completed)
+    assert states.count(TrialState.PRUNED) == state["num_paused"]
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -15,6 +15,10 @@ from typing import Any
 
 # Inside an experiment directory (``<storage>/<name>/``).
 EXPERIMENT_META = "tuning_experiment.json"  # our metadata: space, command, hardware, start/finish times
+# Our schedulers' rung records. Not at the experiment's root: on a restore Ray copies the root's .json and .pkl files
+# into its staging folder and uploads them back over the root on every state save, so a file there reverts to its
+# pre-restore content (Ray 2.60, ExperimentStateManager.sync_down_experiment_state).
+SCHEDULER_DIR = "scheduler"
 # Inside a trial directory, written by Ray.
 RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result
 # Inside a checkpoint directory.

@@ -143,8 +143,13 @@ class ParetoASHA(FIFOScheduler):
         # Tuner.restore unpickles the scheduler as it was when the experiment started; read the rungs back here.
         if not self._loaded:
             self._loaded = True
-            if self.state_file and self.state_file.is_file():
-                self._load(json.loads(self.state_file.read_text()))
+            if not self.state_file:
+                return
+            # experiments from before 2026-11-30 kept the file at the experiment's root (see files.SCHEDULER_DIR)
+            for path in (self.state_file, self.state_file.parent.parent / self.state_file.name):
+                if path.is_file():
+                    self._load(json.loads(path.read_text()))
+                    return
 
     def _save(self) -> None:
         if self.state_file:

@@ -25,7 +25,7 @@ from tuning import storage
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
-from tuning.files import EXPERIMENT_META
+from tuning.files import EXPERIMENT_META, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
 from tuning.spaces import ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
@@ -344,10 +344,18 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
                                   resume_unfinished=True, resume_errored=True)
     metric, mode = space.objective.metric, space.objective.mode
     scheduler: Any = FIFOScheduler()
-    if space.scheduler == "asha" and space.is_multi_objective:
+    if space.scheduler == "asha_promotion":
+        from tuning.promotion_asha import STATE_FILE as PROMOTION_STATE
+        from tuning.promotion_asha import PromotionASHA
+
+        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / PROMOTION_STATE
+        scheduler = PromotionASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
+                                  max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
+                                  reduction_factor=space.budget.reduction_factor, state_file=local_state)
+    elif space.scheduler == "asha" and space.is_multi_objective:
         from tuning.mo_asha import STATE_FILE, ParetoASHA
 
-        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / STATE_FILE
+        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / STATE_FILE
         scheduler = ParetoASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
                                max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
                                reduction_factor=space.budget.reduction_factor, state_file=local_state)
@@ -366,6 +374,8 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
         searcher = make_searcher(space, plan.seed)
         if args.max_concurrent is None:  # follow the cluster's slots as nodes join (autoscaling)
             searcher = SlotLimiter(searcher, slots.cpus, slots.gpus)
+        elif space.scheduler == "asha_promotion":  # Ray's own limiter would count paused trials as running
+            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus, fixed=args.max_concurrent)
     progress = None
     if not args.quiet:
         from ray.tune import CLIReporter
@@ -384,7 +394,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=1 if space.is_grid else plan.num_samples,
-            max_concurrent_trials=args.max_concurrent or (None if isinstance(searcher, SlotLimiter) else slots.count),
+            max_concurrent_trials=None if isinstance(searcher, SlotLimiter) else args.max_concurrent or slots.count,
             time_budget_s=args.time_budget_s,
             # Reusing a trial's worker process skips the actor start and the torch/calflops imports.
             reuse_actors=True,

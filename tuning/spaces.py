@@ -10,7 +10,7 @@ A space file looks like this (``search_spaces/smoke.yaml`` is the smallest compl
     seed: 0
     objective: {metric: val_loss, mode: min}
     budget: {chars_per_iter: 250000, max_iters: 27, grace_iters: 1, reduction_factor: 3}
-    scheduler: asha                  # asha | none (every trial runs its full budget)
+    scheduler: asha                  # asha | asha_promotion | none (every trial runs its full budget)
     params:
       cell: {type: categorical, choices: [rnn, lstm, gru]}
       seq_len: {type: int, low: 10, high: 50}
@@ -60,9 +60,11 @@ DIST_KEYS = {
 }
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # asha: Ray's ASHA for one objective, the Pareto-aware MO-ASHA (tuning.mo_asha) for several;
-# asha_first: Ray's ASHA on the first objective even when there are several; none: every trial runs to the end.
-SCHEDULERS = ("asha", "asha_first", "none")
-ASHA_SCHEDULERS = ("asha", "asha_first")  # the ones that stop trials at rungs
+# asha_first: Ray's ASHA on the first objective even when there are several; asha_promotion: ASHA of the promotion
+# type (tuning.promotion_asha: a trial waits at each rung until it ranks in the top 1/rf there, on every objective);
+# none: every trial runs to the end.
+SCHEDULERS = ("asha", "asha_first", "asha_promotion", "none")
+ASHA_SCHEDULERS = ("asha", "asha_first", "asha_promotion")  # the ones that end trials at rungs
 # Costs a space may bound (--max-flops-per-char, --max-params, --max-inference-ms); Optuna learns the feasible region.
 CONSTRAINABLE = ("flops_per_char", "train_flops_per_char", "macs_per_char", "params", "inference_latency_ms")
 

@@ -115,7 +115,49 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     constraints: dict[str, float] = {}  # metric -> upper bound; set by make_searcher
 
+    def on_pause(self, trial_id: str) -> None:
+        """A trial paused at a rung (promotion-type ASHA, :mod:`tuning.promotion_asha`) is told to Optuna as PRUNED,
+        so that TPE learns from it while it waits — most paused trials wait for ever. Ray asks the scheduler before
+        it hands the searcher the rung's result, so the tell waits for that result (:meth:`on_trial_result`). If the
+        trial is promoted, :meth:`on_unpause` opens a new Optuna trial with its parameters and intermediate values,
+        told as usual when it ends; Optuna keeps both (a finished Optuna trial cannot be reopened)."""
+        if trial_id not in self._completed_trials and trial_id in self._ot_trials and trial_id not in self._pause_state:
+            self._pause_state[trial_id] = False  # paused, not told yet (paused again after a restore: told already)
+
+    def on_unpause(self, trial_id: str) -> None:
+        told = self._pause_state.pop(trial_id, None)
+        if not told:
+            return
+        study: Any = self._ot_study
+        number = self._ot_trials[trial_id].number
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        study.enqueue_trial(frozen.params, skip_if_exists=False)  # the next ask() takes exactly these parameters
+        resumed = study.ask(fixed_distributions=self._space)
+        for step, value in sorted(frozen.intermediate_values.items()):
+            resumed.report(value, step)
+        self._ot_trials[trial_id] = resumed
+
+    def _tell_paused(self, trial_id: str) -> None:
+        if self._pause_state.get(trial_id) is False:
+            study: Any = self._ot_study
+            study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
+            self._pause_state[trial_id] = True
+
+    @property
+    def _pause_state(self) -> dict[str, bool]:
+        """Paused trials -> told to Optuna yet. Made on first use: a searcher pickled by an older version (an
+        experiment to ``--resume``) lacks it."""
+        if "_paused_trials" not in self.__dict__:
+            self.__dict__["_paused_trials"] = {}
+        state: dict[str, bool] = self.__dict__["_paused_trials"]
+        return state
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._pause_state:  # stopped while paused: Optuna hears of it at the pause
+            self._tell_paused(trial_id)
+            del self._pause_state[trial_id]
+            self._completed_trials.add(trial_id)
+            return
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
@@ -142,10 +184,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if self._pause_state.get(trial_id):
+            return  # told already (a stray row after the pause)
         value = result.get(self.metric) if isinstance(self.metric, str) else None
-        if value is None or value != value:  # NaN: a diverged trial's last row; Optuna would choke on it
-            return
-        super().on_trial_result(trial_id, {**result, "training_iteration": result.get("iteration", 0)})
+        if value is not None and value == value:  # NaN: a diverged trial's last row; Optuna would choke on it
+            super().on_trial_result(trial_id, {**result, "training_iteration": result.get("iteration", 0)})
+        self._tell_paused(trial_id)
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
@@ -190,14 +234,26 @@ class SlotLimiter(ConcurrencyLimiter):
 
     REFRESH_S = 5.0
 
-    def __init__(self, searcher: OptunaSearch, cpus_per_trial: float, gpus_per_trial: float) -> None:
-        self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+    def __init__(self, searcher: OptunaSearch, cpus_per_trial: float, gpus_per_trial: float,
+                 fixed: int | None = None) -> None:
+        self.cpus_per_trial, self.gpus_per_trial, self.fixed = cpus_per_trial, gpus_per_trial, fixed
         self._checked = time.monotonic()
-        super().__init__(searcher, max_concurrent=cluster_slots(cpus_per_trial, gpus_per_trial))
+        super().__init__(searcher, max_concurrent=fixed or cluster_slots(cpus_per_trial, gpus_per_trial))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
-        if now - self._checked >= self.REFRESH_S:
+        if self.fixed is None and now - self._checked >= self.REFRESH_S:
             self._checked = now
             self.max_concurrent = cluster_slots(self.cpus_per_trial, self.gpus_per_trial)
         return super().suggest(trial_id)
+
+    # A trial paused at a rung (promotion-type ASHA) holds no slot: the searcher may propose another in its place.
+    # Ray's own ConcurrencyLimiter counts paused trials as live, so a search whose running trials have all paused
+    # would wait for ever.
+    def on_pause(self, trial_id: str) -> None:
+        self.live_trials.discard(trial_id)
+        super().on_pause(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        self.live_trials.add(trial_id)
+        super().on_unpause(trial_id)
