@@ -352,6 +352,29 @@ def test_promotion_asha_search_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_multi_objective_search_with_promotion_asha(tmp_path: Path) -> None:
+    text = (HERE / "spaces" / "multi.yaml").read_text()
+    space = tmp_path / "multi-promotion.yaml"  # multi.yaml (NSGA-II, params <= 40k) with promotion-type ASHA
+    space.write_text(text.replace("scheduler: asha\n", "scheduler: asha_promotion\n"))
+    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "mop", "--quiet",
+                        "--gpus-per-trial", "0"])
+    assert code == 0
+    exp = tmp_path / "mop"
+    state = json.loads((exp / "scheduler" / "promotion_asha.json").read_text())
+    assert state["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
+    assert len(state["rungs"]["1"]) == 6 and state["waiting"] == {}
+    trials = read_trials(exp / "report")
+    assert set(trials["status"]) <= {"completed", "early_stopped"} and (trials["status"] == "completed").any()
+    restored = make_searcher(load_space(str(space)), 0)
+    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
+    study = restored._ot_study
+    assert study is not None and len(study.directions) == 2
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == int((trials["status"] == "completed").sum())
+    assert states.count(TrialState.PRUNED) == state["num_paused"] and len(states) == 6 + state["num_resumed"]
+
+
+@pytest.mark.usefixtures("ray_session")
 def test_storage_uri_goes_through_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # file:// takes the same path as s3:// or gs:// (pyarrow's file systems), without a bucket.
     monkeypatch.chdir(tmp_path)
