@@ -93,6 +93,16 @@ def test_mo_rows_and_goal() -> None:
                         (0,), "nsga2", "m.png", False)
     assert "**mo-asha**" in text and "**0.1**" in text and "ratio ≤ 1/3: **met**" in text
     assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \|$", text, re.MULTILINE)
+    # the promotion-type variant is the (a) too: its own ratio line; the best method is named once
+    promo = pd.DataFrame({"wall_s": [0.0, 1.0], "chars_trained": [0.0, 400.0], "hypervolume": [0.0, 4.5]})
+    rows = bs.mo_rows({**curves, ("mo-promotion", 0): promo}, {("mo-asha", 0): (9, 2), ("mo-random", 0): (3, 2),
+                                                              ("mo-promotion", 0): (5, 1)},
+                      {("mo-asha", 0): 300.0, ("mo-random", 0): 1000.0, ("mo-promotion", 0): 400.0})
+    text = bs.render_mo(rows, {"val_acc_last": 0.0, "train_flops_per_char": 1e6}, ["multiobjective"], "smoke", 40,
+                        (0,), "nsga2", "m.png", False)
+    assert "Compute ratio mo-promotion/random to reach random search's final hypervolume (median over seeds): " \
+           "**0.4** (per seed: 0.4); goal: mo-promotion best and ratio ≤ 1/3: **not met**" in text
+    assert "goal: mo-asha best and ratio ≤ 1/3: **met**" in text
 
 
 # --- space copies -------------------------------------------------------------------------------------------------
@@ -150,6 +160,16 @@ def test_bench_gpu_without_cuda_says_so_in_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "tuning.bench_gpu"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no CUDA device" in proc.stderr and "--device cpu --quick" in proc.stderr
+
+
+def test_multiobjective_methods_flag() -> None:
+    parser = bs.build_parser()
+    assert parser.parse_args(["multiobjective"]).mo_methods == ("mo-asha", "asha-first", "mo-random")
+    assert parser.parse_args(["multiobjective", "--methods", "mo-random,mo-promotion"]).mo_methods == \
+        ("mo-promotion", "mo-random")
+    for bad in ("mo-asha", "mo-asha,bogus,mo-random", ""):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["multiobjective", "--methods", bad])
 
 
 def test_efficiency_methods_flag() -> None:
