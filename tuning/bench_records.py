@@ -44,7 +44,8 @@ class Record:
     def describe(self) -> str:
         """``recorded 2026-11-30 11:13 UTC at rev abc1234``: for the reports' list of reused runs."""
         rev = self.info.get("git_rev") or "unknown"
-        return f"recorded {self.info.get('recorded_at', '?')} at rev {rev[:7]}"
+        dirty = " with uncommitted changes" if rev.endswith("+dirty") else ""
+        return f"recorded {self.info.get('recorded_at', '?')} at rev {rev[:7]}{dirty}"
 
 
 def search_key(space_file: Path, budget_s: float, seed: int | None, search_args: Sequence[str]) -> dict[str, Any]:

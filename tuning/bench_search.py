@@ -110,6 +110,24 @@ def reused_lines(sources: Mapping[str, str] | None) -> list[str]:
     return [f"Taken from benchmark records, not run again: {items}.", ""]
 
 
+def run_methods(args: argparse.Namespace, spaces: Mapping[str, str], methods: Sequence[str], seeds: Sequence[int],
+                budget: float, prefix: str) -> tuple[dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]],
+                                                     dict[str, str]]:
+    """Every (method, seed) search, run one after another (or read back): their (trials, history), and which came
+    from records (search name -> the record's description)."""
+    tables: dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]] = {}
+    sources: dict[str, str] = {}
+    for seed in seeds:
+        for method in methods:
+            name = f"{prefix}{method}-s{seed}"
+            trials, history, source = search_tables(spaces[method], Path(args.out) / "runs", records_dir(args), name,
+                                                    budget, seed, args.search_args, args.fresh, log=log)
+            if source:
+                sources[name] = source
+            tables[(method, seed)] = (trials, history)
+    return tables, sources
+
+
 def records_dir(args: argparse.Namespace) -> Path | None:
     """Where searches are recorded: ``--records``; a ``--quick`` run's records stay in its ``--out``."""
     if args.no_records:
@@ -323,18 +341,9 @@ def cmd_efficiency(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "random": str(write_space(out, f"{prefix}{name}-random", random_space(data))),
         "grid": str(write_space(out, f"{prefix}{name}-grid", grid_space(data, quick=args.quick))),
     }
-    curves: dict[tuple[str, int], pd.DataFrame] = {}
-    counts: dict[tuple[str, int], int] = {}
-    sources: dict[str, str] = {}
-    for seed in seeds:
-        for method in args.methods:
-            name = f"{prefix}{method}-s{seed}"
-            trials, history, source = search_tables(spaces[method], out / "runs", records_dir(args), name, budget,
-                                                    seed, args.search_args, args.fresh, log=log)
-            if source:
-                sources[name] = source
-            curves[(method, seed)] = progress_curve(history)
-            counts[(method, seed)] = len(trials)
+    tables, sources = run_methods(args, spaces, args.methods, seeds, budget, prefix)
+    curves = {key: progress_curve(history) for key, (_, history) in tables.items()}
+    counts = {key: len(trials) for key, (trials, _) in tables.items()}
     rows = efficiency_rows(curves, counts, args.targets)
     stem = f"efficiency{'-quick' if args.quick else ''}"
     plot_efficiency(curves, out / f"{stem}.png")
@@ -471,16 +480,7 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "mo-random": mo_space(data, "random", "none"),
     }
     files = {m: str(write_space(out, f"{prefix}{name}-{m}", spaces[m])) for m in args.mo_methods}
-    loaded: dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]] = {}
-    sources: dict[str, str] = {}
-    for seed in seeds:
-        for method in args.mo_methods:
-            name = f"{prefix}{method}-s{seed}"
-            trials, history, source = search_tables(files[method], out / "runs", records_dir(args), name, budget,
-                                                    seed, args.search_args, args.fresh, log=log)
-            if source:
-                sources[name] = source
-            loaded[(method, seed)] = (trials, history)
+    loaded, sources = run_methods(args, files, args.mo_methods, seeds, budget, prefix)
     reference = common_reference(t for t, _ in loaded.values())
     log_flops = args.flops_axis == "log"
     hv_curves, counts, totals, linear = {}, {}, {}, {}
