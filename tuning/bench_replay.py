@@ -133,6 +133,56 @@ def make_rule(rule: str, max_t: int, reduction_factor: int, grace: int = 1) -> D
     return decide
 
 
+Job = tuple[int, int]  # (position of the trial in the draw order, iterations it has done)
+
+
+def _run_slots(curves: Sequence[Curve], order: Sequence[int], wall_s: float, slots: int, chars_per_iter: float,
+               next_job: Callable[[], Job | None], goes_on: Callable[[int, int, Curve], bool]) -> Replay:
+    """The event loop of both simulations: ``slots`` workers, each running its job an iteration at a time, each
+    iteration taking its recorded seconds. After an iteration that does not complete the trial, ``goes_on(position,
+    done, curve)`` says whether the trial keeps its slot; a freed slot takes ``next_job()`` at once (None: it idles
+    for good). An iteration that would end after ``wall_s`` does not count. Pure if the two callables are."""
+    budget = len(curves[0].accuracy)
+    chars, started = 0.0, 0
+    completed: list[tuple[float, float]] = []
+    chars_at: list[float] = []
+    reports: list[tuple[float, float]] = []
+    running: list[list[float]] = []  # per slot: [position in order, iterations done, time its iteration ends]
+
+    def take(slot: list[float], now: float) -> bool:
+        nonlocal started
+        job = next_job()
+        if job is None:
+            return False
+        started += job[1] == 0
+        slot[:] = [job[0], job[1], now + curves[order[job[0]]].seconds[job[1]]]
+        return True
+
+    for _ in range(slots):
+        slot: list[float] = []
+        if not take(slot, 0.0):
+            break
+        running.append(slot)
+    while running:
+        slot = min(running, key=lambda s: s[2])
+        if slot[2] > wall_s:
+            break
+        position, done, now = int(slot[0]), int(slot[1]) + 1, slot[2]
+        curve = curves[order[position]]
+        chars += chars_per_iter
+        if curve.loss:
+            reports.append((chars, curve.loss[done - 1]))
+        if done == budget:
+            completed.append((curve.accuracy[-1], curve.flops))
+            chars_at.append(chars)
+        elif goes_on(position, done, curve):
+            slot[1], slot[2] = done, now + curve.seconds[done]
+            continue
+        if not take(slot, now):
+            running.remove(slot)
+    return Replay(completed, chars_at, chars, started, reports)
+
+
 def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | None, wall_s: float,
              slots: int = 2, chars_per_iter: float = 1.0, metric: str = "accuracy") -> Replay:
     """Run ``curves[order[0]], curves[order[1]], …`` on ``slots`` workers until ``wall_s``.
@@ -144,38 +194,16 @@ def simulate(curves: Sequence[Curve], order: Sequence[int], decide: Decide | Non
     """
     if not curves or slots < 1:
         return Replay([], [], 0.0, 0)
-    budget = len(curves[0].accuracy)
-    next_trial, chars = 0, 0.0
-    completed: list[tuple[float, float]] = []
-    chars_at: list[float] = []
-    reports: list[tuple[float, float]] = []
-    # per slot: [position in order, iterations done, time its running iteration ends]
-    running: list[list[float]] = []
-    for _ in range(min(slots, len(order))):
-        running.append([next_trial, 0, curves[order[next_trial]].seconds[0]])
-        next_trial += 1
-    while running:
-        slot = min(running, key=lambda s: s[2])
-        if slot[2] > wall_s:
-            break
-        position, done, now = int(slot[0]), int(slot[1]) + 1, slot[2]
-        curve = curves[order[position]]
-        chars += chars_per_iter
-        if curve.loss:
-            reports.append((chars, curve.loss[done - 1]))
-        finished = done == budget
-        if finished:
-            completed.append((curve.accuracy[-1], curve.flops))
-            chars_at.append(chars)
-        elif decide is None or not decide(f"{position}", done, getattr(curve, metric)[done - 1], curve.flops):
-            slot[1], slot[2] = done, now + curve.seconds[done]
-            continue
-        if next_trial >= len(order):
-            running.remove(slot)
-            continue
-        slot[0], slot[1], slot[2] = next_trial, 0, now + curves[order[next_trial]].seconds[0]
-        next_trial += 1
-    return Replay(completed, chars_at, chars, next_trial, reports)
+    drawn = iter(range(len(order)))
+
+    def next_trial() -> Job | None:
+        position = next(drawn, None)
+        return None if position is None else (position, 0)
+
+    def goes_on(position: int, done: int, curve: Curve) -> bool:
+        return decide is None or not decide(f"{position}", done, getattr(curve, metric)[done - 1], curve.flops)
+
+    return _run_slots(curves, order, wall_s, slots, chars_per_iter, next_trial, goes_on)
 
 
 def simulate_promotion(curves: Sequence[Curve], order: Sequence[int], wall_s: float, slots: int, max_t: int,
@@ -190,58 +218,28 @@ def simulate_promotion(curves: Sequence[Curve], order: Sequence[int], wall_s: fl
     """
     if not curves or slots < 1:
         return Replay([], [], 0.0, 0)
-    budget = len(curves[0].accuracy)
-    stops = [*asha_rungs(max_t, grace, reduction_factor), budget]  # iterations at which a trial pauses or ends
-    rungs: list[dict[int, float]] = [{} for _ in stops[:-1]]  # per rung: trial position -> val_loss there
-    promoted: list[set[int]] = [set() for _ in stops[:-1]]
-    next_trial, chars = 0, 0.0
-    completed: list[tuple[float, float]] = []
-    chars_at: list[float] = []
-    reports: list[tuple[float, float]] = []
+    stops = asha_rungs(max_t, grace, reduction_factor)  # iterations at which a trial pauses
+    rungs: list[dict[int, float]] = [{} for _ in stops]  # per rung: trial position -> val_loss there
+    promoted: list[set[int]] = [set() for _ in stops]
+    drawn = iter(range(len(order)))
 
-    def next_job() -> tuple[int, int] | None:
-        """(trial position, iterations it has done) of the job a free slot takes."""
-        nonlocal next_trial
+    def next_job() -> Job | None:
         for k in reversed(range(len(rungs))):
             top = sorted(rungs[k], key=lambda i: rungs[k][i])[:len(rungs[k]) // reduction_factor]
             ready = [i for i in top if i not in promoted[k]]
             if ready:
                 promoted[k].add(ready[0])
                 return ready[0], stops[k]
-        if next_trial >= len(order):
-            return None
-        next_trial += 1
-        return next_trial - 1, 0
+        position = next(drawn, None)
+        return None if position is None else (position, 0)
 
-    # per slot: [trial position, iterations done, time its running iteration ends]
-    running: list[list[float]] = []
-    for _ in range(slots):
-        job = next_job()
-        if job is None:
-            break
-        running.append([job[0], job[1], curves[order[job[0]]].seconds[job[1]]])
-    while running:
-        slot = min(running, key=lambda s: s[2])
-        if slot[2] > wall_s:
-            break
-        position, done, now = int(slot[0]), int(slot[1]) + 1, slot[2]
-        curve = curves[order[position]]
-        chars += chars_per_iter
-        reports.append((chars, curve.loss[done - 1]))
-        if done == budget:
-            completed.append((curve.accuracy[-1], curve.flops))
-            chars_at.append(chars)
-        elif done in stops:
-            rungs[stops.index(done)][position] = curve.loss[done - 1]
-        else:
-            slot[1], slot[2] = done, now + curve.seconds[done]
-            continue
-        job = next_job()
-        if job is None:
-            running.remove(slot)
-            continue
-        slot[0], slot[1], slot[2] = job[0], job[1], now + curves[order[job[0]]].seconds[job[1]]
-    return Replay(completed, chars_at, chars, next_trial, reports)
+    def goes_on(position: int, done: int, curve: Curve) -> bool:
+        if done not in stops:
+            return True
+        rungs[stops.index(done)][position] = curve.loss[done - 1]
+        return False
+
+    return _run_slots(curves, order, wall_s, slots, chars_per_iter, next_job, goes_on)
 
 
 def log_hypervolume(points: Sequence[tuple[float, float]], reference_flops: float) -> float:
