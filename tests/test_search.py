@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -148,6 +149,21 @@ def _kill_driver_and_its_ray(proc: subprocess.Popen[bytes], ray_tmp: str) -> Non
             pytest.fail(f"processes of the killed driver's Ray still alive after 60 s: {[p.pid for p in left]}")
 
 
+def _kill_when(proc: subprocess.Popen[bytes], ray_tmp: str, ready: Callable[[], bool], what: str) -> None:
+    """Poll ``ready`` until it holds (``what`` names the failure if it never does in 120 s), then kill the driver and
+    its Ray (:func:`_kill_driver_and_its_ray`), whatever happened."""
+    try:
+        deadline = time.time() + 120
+        while not ready():
+            assert proc.poll() is None, "driver exited before it could be killed"
+            if time.time() > deadline:
+                pytest.fail(f"{what} within 120 s")
+            time.sleep(0.1)
+    finally:
+        _kill_driver_and_its_ray(proc, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def _lose_a_checkpoint_like_a_late_kill(exp: Path) -> str:
     """Make the saved state name a checkpoint that is gone while a newer whole one exists, as a driver killed
     between Ray deleting a superseded checkpoint and saving its state leaves it (see tuning/ray_state.py).
@@ -182,21 +198,14 @@ def test_driver_killed_then_resume_finishes(tmp_path: Path, capsys: pytest.Captu
     proc = _run_driver(["--space", space, "--storage-path", str(storage), "--name", "killed", "--quiet",
                         "--gpus-per-trial", "0"], tmp_path, ray_tmp)
     exp = storage / "killed"
-    try:
-        deadline = time.time() + 120
-        # kill once some trial has a checkpoint past iteration 3 (and the driver has saved its state since
-        # one) but before everything is done
-        while time.time() < deadline:
-            rows = [line for f in exp.glob("*/result.json") for line in f.read_text().splitlines() if line]
-            if any(json.loads(r)["iteration"] >= 3 for r in rows):
-                break
-            assert proc.poll() is None, "driver exited before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no trial reached iteration 3 within 120 s")
-    finally:
-        _kill_driver_and_its_ray(proc, ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    def past_iteration_3() -> bool:
+        # kill once some trial has a checkpoint past iteration 3 (and the driver has saved its state since one) but
+        # before everything is done
+        rows = [line for f in exp.glob("*/result.json") for line in f.read_text().splitlines() if line]
+        return any(json.loads(r)["iteration"] >= 3 for r in rows)
+
+    _kill_when(proc, ray_tmp, past_iteration_3, "no trial reached iteration 3")
     _, before, _ = load_experiment(exp)
     assert (before["status"] != "completed").any(), "the kill came too late to test anything"
     repaired = _lose_a_checkpoint_like_a_late_kill(exp)
@@ -228,19 +237,11 @@ def test_promotion_asha_driver_killed_while_trials_wait_then_resume(tmp_path: Pa
                         "--gpus-per-trial", "0"], tmp_path, ray_tmp)
     exp = storage / "killed"
     state_file = exp / "scheduler" / "promotion_asha.json"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # kill while two trials wait at a rung
-            waiting = json.loads(state_file.read_text())["waiting"] if state_file.is_file() else {}
-            if len(waiting) >= 2:
-                break
-            assert proc.poll() is None, "driver exited before it could be killed"
-            time.sleep(0.1)
-        else:
-            pytest.fail("no two trials waited at a rung within 120 s")
-    finally:
-        _kill_driver_and_its_ray(proc, ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    def two_waiting() -> bool:
+        return state_file.is_file() and len(json.loads(state_file.read_text())["waiting"]) >= 2
+
+    _kill_when(proc, ray_tmp, two_waiting, "no two trials waited at a rung")
     waiting = json.loads(state_file.read_text())["waiting"]
     assert len(waiting) >= 2
 
