@@ -43,12 +43,14 @@ def not_a_space(tmp_path: Path) -> Path:
 def test_round_trip_keeps_the_tables(tmp_path: Path, not_a_space: Path) -> None:
     _, trials, history = load_experiment(finished_experiment(tmp_path, "exp"))
     key = br.search_key(not_a_space, 2700, 0, ["--max-iters", "3"])
-    br.save_record(tmp_path / "rec", key, trials, history, {"git_rev": "abc1234def"})
+    br.save_record(tmp_path / "rec", key, trials, history, {"git_rev": "abc1234def+dirty", "cpu": "AMD EPYC",
+                                                            "cores": 2})
     record, why = br.load_record(tmp_path / "rec", key)
     assert record is not None, why
     pd.testing.assert_frame_equal(record.trials, trials)
     pd.testing.assert_frame_equal(record.history, history)
-    assert record.describe().endswith("at rev abc1234") and "UTC" in record.describe()
+    assert record.describe().endswith("at rev abc1234 with uncommitted changes on AMD EPYC (2 cores)")
+    assert "UTC" in record.describe()
     # a tuple of flags and an int budget are the same search as the list and the float that were saved
     same, _ = br.load_record(tmp_path / "rec", {**key, "budget_s": 2700, "search_args": ("--max-iters", "3")})
     assert same is not None

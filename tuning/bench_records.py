@@ -42,10 +42,12 @@ class Record:
     info: dict[str, Any]  # record.json: key, provenance, table hashes
 
     def describe(self) -> str:
-        """``recorded 2026-11-30 11:13 UTC at rev abc1234``: for the reports' list of reused runs."""
+        """``recorded 2026-11-30 11:13 UTC at rev abc1234 on AMD EPYC (2 cores)``: for the reports' list of reused
+        runs. The CPU matters: a wall-clock budget buys different compute on different machines."""
         rev = self.info.get("git_rev") or "unknown"
         dirty = " with uncommitted changes" if rev.endswith("+dirty") else ""
-        return f"recorded {self.info.get('recorded_at', '?')} at rev {rev[:7]}{dirty}"
+        where = f" on {self.info['cpu']} ({self.info.get('cores', '?')} cores)" if self.info.get("cpu") else ""
+        return f"recorded {self.info.get('recorded_at', '?')} at rev {rev[:7]}{dirty}{where}"
 
 
 def search_key(space_file: Path, budget_s: float, seed: int | None, search_args: Sequence[str]) -> dict[str, Any]:
