@@ -25,7 +25,9 @@ from tuning.files import (
     PARETO_TABLE,
     PLOT_CURVES,
     PLOT_FRONT,
+    PROMOTION_STATE,
     REPORT_MD,
+    SCHEDULER_DIR,
     TRIALS_TABLE,
     atomic_write,
     atomic_write_text,
@@ -49,6 +51,7 @@ from tuning.results import (
     TRIAL_TYPES,
     asha_milestones,
     classify,
+    held_at_rungs,
     history_frame,
     load_experiment,
     trials_frame,
@@ -605,6 +608,27 @@ def test_classify_without_milestones_never_early_stops() -> None:
     assert classify({"iteration": 3, "trial_status": "running"}, "TERMINATED", None, 16, set()) == "unfinished"
 
 
+def test_held_at_rungs_is_the_highest_rung_a_trial_was_not_promoted_from() -> None:
+    state = {"rungs": {"1": {"a": [2.0], "b": [2.1], "c": [2.5], "d": [2.6]}, "2": {"a": [1.8], "b": [1.9]}},
+             "promoted": {"1": ["a", "b"], "2": ["a"]}, "waiting": {}}
+    assert held_at_rungs(state) == {"b": 2, "c": 1, "d": 1}  # a went on from rung 2 to the full budget
+    assert held_at_rungs({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("iteration", "ray_status", "want"),
+    [
+        (3, "TERMINATED", "early_stopped"),  # held at rung 3, stopped when the search ended
+        (4, "TERMINATED", "early_stopped"),  # restarted from its rung's checkpoint after a restore, paused again
+        (4, "PAUSED", "early_stopped"),
+        (4, "RUNNING", "unfinished"),  # the driver was killed: nothing was decided about the iteration it ran
+    ],
+)
+def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, want: str) -> None:
+    last = {"iteration": iteration, "trial_status": "running"}
+    assert classify(last, ray_status, None, 16, MILESTONES, held=True) == want
+
+
 # ---------------------------------------------------------------------------------------------------- Plots
 
 
@@ -670,6 +694,26 @@ def test_the_newest_state_file_is_the_newest_name_not_the_newest_mtime(tmp_path:
     os.utime(old, (future, future))  # a restored run uploads the earlier session's file again with every save
     _, trials, _ = load_experiment(exp)
     assert trials.set_index("trial_id").loc["ddd", "status"] == "early_stopped"  # 2025's PAUSED, not 2024's RUNNING
+
+
+@pytest.mark.parametrize(("promoted_from_2", "want"), [([], "early_stopped"), (["ddd"], "unfinished")])
+def test_promotion_asha_records_say_which_trials_it_held(tmp_path: Path, promoted_from_2: list[str],
+                                                          want: str) -> None:
+    exp = make_experiment(tmp_path, "asha_promotion")  # rungs at iterations 1 and 2; ddd reported 3 iterations
+    state_file = exp / "experiment_state-2024.json"
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:  # the search ended: Ray stopped every trial still paused
+        entry[0] = entry[0].replace('"RUNNING"', '"TERMINATED"')
+    state_file.write_text(json.dumps(state))
+    _, trials, _ = load_experiment(exp)
+    assert trials.set_index("trial_id").loc["ddd", "status"] == "unfinished"  # iteration 3 is not a rung
+    (exp / SCHEDULER_DIR).mkdir()
+    record = {"rungs": {"1": {"aaa": [1.9], "bbb": [1.9], "ddd": [1.9]}, "2": {"aaa": [1.8], "ddd": [1.8]}},
+              "promoted": {"1": ["aaa", "ddd"], "2": ["aaa", *promoted_from_2]}, "waiting": {}}
+    (exp / SCHEDULER_DIR / PROMOTION_STATE).write_text(json.dumps(record))
+    _, trials, _ = load_experiment(exp)
+    # held at rung 2 (one iteration past it after a restore): stopped by the scheduler; promoted: cut off on its way
+    assert trials.set_index("trial_id").loc["ddd", "status"] == want
 
 
 @pytest.mark.parametrize(("scheduler", "stopped"), [("asha", "early_stopped"), ("asha_first", "early_stopped"),

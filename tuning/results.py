@@ -17,7 +17,7 @@ import pandas as pd
 
 from tuning.config import TrainConfig
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, RESULT_FILE
+from tuning.files import EXPERIMENT_META, PROMOTION_STATE, RESULT_FILE, SCHEDULER_DIR
 from tuning.spaces import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
 
 _DEFAULTS = TrainConfig().to_dict()
@@ -81,8 +81,28 @@ def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[in
     return set(asha_rungs(max_iters, grace, reduction_factor))
 
 
+def held_at_rungs(state: dict[str, Any]) -> dict[str, int]:
+    """Trials that promotion-type ASHA recorded at a rung and never promoted from it: trial id -> that rung.
+
+    ``state`` is the scheduler's record (``scheduler/promotion_asha.json``). Such a trial went no further by the
+    scheduler's decision, even where its curve shows one iteration past the rung: after a restore Ray may restart
+    a waiting trial from its checkpoint at the rung, and the scheduler pauses it at its first report
+    (:meth:`tuning.promotion_asha.PromotionASHA.decide`).
+    """
+    held: dict[str, int] = {}
+    promoted = state.get("promoted", {})
+    for milestone in sorted(state.get("rungs", {}), key=int):  # the highest rung a trial reached decides
+        for trial_id in state["rungs"][milestone]:
+            if trial_id in promoted.get(milestone, ()):
+                held.pop(trial_id, None)
+            else:
+                held[trial_id] = int(milestone)
+    return held
+
+
 def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
-             milestones: set[int]) -> str:
+             milestones: set[int], held: bool = False) -> str:
+    """One of :data:`STATUSES`. ``held``: promotion-type ASHA kept the trial at a rung (:func:`held_at_rungs`)."""
     reported = (last or {}).get("trial_status")
     if reported == "completed":  # error.txt may remain from a failure that a restart recovered from
         return "completed"
@@ -93,7 +113,7 @@ def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | N
     if last is None:
         return "unfinished"
     # PAUSED: promotion-type ASHA's trial still waiting at a rung when the search ended
-    if ray_status in ("TERMINATED", "PAUSED") and int(last.get("iteration", 0)) in milestones:
+    if ray_status in ("TERMINATED", "PAUSED") and (held or int(last.get("iteration", 0)) in milestones):
         return "early_stopped"
     return "unfinished"
 
@@ -114,6 +134,8 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     milestones = asha_milestones(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))) \
         if meta.get("scheduler") in ASHA_SCHEDULERS else set()
     state = _read_state(experiment_dir)
+    promotion_file = experiment_dir / SCHEDULER_DIR / PROMOTION_STATE
+    held = held_at_rungs(json.loads(promotion_file.read_text())) if promotion_file.is_file() else {}
     trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
     ids = {}
     for trial_id, info in state.items():
@@ -133,7 +155,7 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
             text = error_file.read_text(errors="replace").strip().splitlines()
             error = next((line for line in reversed(text) if line.strip()), "error")
         last = rows[-1] if rows else None
-        status = classify(last, info.get("ray_status"), error, max_iters, milestones)
+        status = classify(last, info.get("ray_status"), error, max_iters, milestones, trial_id in held)
         valid = [r for r in rows if _finite(r.get("val_loss"))]
         best = min(valid, key=lambda r: r["val_loss"]) if valid else {}
         checkpoints = sorted(trial_dir.glob("checkpoint_*"))
