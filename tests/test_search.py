@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -33,12 +34,25 @@ def read_trials(report_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(report_dir / TRIALS_TABLE)
 
 
+def _search(space: Path | str, tmp_path: Path, name: str, *flags: str) -> Path:
+    """Runs a search quietly on the CPU through the real driver; it must exit 0. Returns its experiment folder."""
+    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", name, "--quiet",
+                        "--gpus-per-trial", "0", *flags])
+    assert code == 0
+    return tmp_path / name
+
+
+def _optuna_study(space: Path | str, exp: Path) -> optuna.Study:
+    """The Optuna study as the searcher saved it at the end of the search: what Optuna was told."""
+    restored = make_searcher(load_space(str(space)), 0)
+    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
+    assert restored._ot_study is not None
+    return restored._ot_study
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_smoke_search_end_to_end(tmp_path: Path) -> None:
-    code = search.main(["--space", "smoke", "--storage-path", str(tmp_path), "--name", "e2e",
-                        "--gpus-per-trial", "0", "--quiet", "--seed", "3"])
-    assert code == 0
-    exp = tmp_path / "e2e"
+    exp = _search("smoke", tmp_path, "e2e", "--seed", "3")
     report = exp / "report"
     for name in (TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE, REPORT_MD):
         assert (report / name).is_file(), name
@@ -56,11 +70,7 @@ def test_smoke_search_end_to_end(tmp_path: Path) -> None:
     assert "python -m tuning.search --space smoke" in text and "## Pareto fronts" in text
 
     # Optuna heard the truth: ASHA-stopped trials are PRUNED, full-budget ones COMPLETE.
-    state_file = next(exp.glob("searcher-state-*.pkl"))
-    restored = make_searcher(load_space("smoke"), 3)
-    restored.restore(str(state_file))
-    assert restored._ot_study is not None
-    states = [t.state for t in restored._ot_study.trials]
+    states = [t.state for t in _optuna_study("smoke", exp).trials]
     assert states.count(TrialState.COMPLETE) == int((trials["status"] == "completed").sum())
     assert states.count(TrialState.PRUNED) == int((trials["status"] == "early_stopped").sum())
 
@@ -256,15 +266,11 @@ def test_promotion_asha_driver_killed_while_trials_wait_then_resume(tmp_path: Pa
         assert list(curve["iteration"]) == list(range(1, len(curve) + 1)), trial_id  # from checkpoints, no gap
     # a trial that waited at the kill kept waiting after the resume unless promoted later. Ray may restart it from
     # its checkpoint at the rung when its saved state is older than the rung records; the scheduler then pauses it
-    # at its first report, one iteration on — which the report, reading iterations, calls unfinished (known gap).
+    # at its first report, one iteration on, and the report reads the rung records to call it early stopped.
     last = history.groupby("trial_id")["iteration"].max()
     for trial_id, rung in waiting.items():
         assert last[trial_id] <= rung + 1 or trial_id in state["promoted"][str(rung)], (trial_id, rung, last[trial_id])
-    for row in trials.itertuples():
-        if row.status == "unfinished":
-            assert last[row.trial_id] == waiting.get(row.trial_id, -2) + 1, (row.trial_id, last[row.trial_id])
-        else:
-            assert row.status in ("completed", "early_stopped"), (row.trial_id, row.status)
+    assert set(trials["status"]) <= {"completed", "early_stopped"}, trials[["trial_id", "status"]]
     assert meta["finished_at"] and len(meta["commands"]) == 2
 
 
@@ -307,10 +313,7 @@ def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.usefixtures("ray_session")
 def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     space = HERE / "spaces" / "multi.yaml"  # NSGA-II on (val_loss, flops_per_char), params <= 40k, MO-ASHA
-    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "mo", "--quiet",
-                        "--gpus-per-trial", "0"])
-    assert code == 0
-    exp = tmp_path / "mo"
+    exp = _search(space, tmp_path, "mo")
     rungs = json.loads((exp / "scheduler" / "pareto_asha.json").read_text())
     assert rungs["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
     assert len(rungs["rungs"]["1"]) == 6  # every trial was judged at the first rung
@@ -319,10 +322,7 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     assert trials["feasible"].tolist() == (trials["params"] <= 40_000).tolist()
     report = (exp / "report" / REPORT_MD).read_text()
     assert "## The searched objectives" in report and "val_loss (min), flops_per_char (min)" in report
-    restored = make_searcher(load_space(str(space)), 0)
-    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
-    study = restored._ot_study
-    assert study is not None
+    study = _optuna_study(space, exp)
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
 
@@ -330,10 +330,7 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("ray_session")
 def test_promotion_asha_search_end_to_end(tmp_path: Path) -> None:
     space = HERE / "spaces" / "promotion.yaml"  # 8 trials, rungs at iterations 1 and 2 (rf 2), budget 4
-    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "promo", "--quiet",
-                        "--gpus-per-trial", "0"])
-    assert code == 0  # the search ends by itself: no trial is left waiting at a rung
-    exp = tmp_path / "promo"
+    exp = _search(space, tmp_path, "promo")  # exit 0: the search ends by itself, no trial left waiting at a rung
     state = json.loads((exp / "scheduler" / "promotion_asha.json").read_text())
     assert len(state["rungs"]["1"]) == 8 and state["waiting"] == {}
     assert state["num_resumed"] >= 1  # at least one trial waited at a rung and went on later
@@ -346,11 +343,7 @@ def test_promotion_asha_search_end_to_end(tmp_path: Path) -> None:
     for trial_id, rows in history.groupby("trial_id"):
         # paused trials resumed from their checkpoints: one row per iteration, none repeated, none missing
         assert rows["iteration"].tolist() == list(range(1, len(rows) + 1)), trial_id
-    restored = make_searcher(load_space(str(space)), 3)
-    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
-    study = restored._ot_study
-    assert study is not None
-    states = [t.state for t in study.trials]
+    states = [t.state for t in _optuna_study(space, exp).trials]
     # each pause told once as PRUNED; each resume opened a new Optuna trial, which ends COMPLETE or PRUNED
     assert len(states) == 8 + state["num_resumed"]
     assert states.count(TrialState.COMPLETE) == len(completed)
@@ -362,19 +355,14 @@ def test_multi_objective_search_with_promotion_asha(tmp_path: Path) -> None:
     text = (HERE / "spaces" / "multi.yaml").read_text()
     space = tmp_path / "multi-promotion.yaml"  # multi.yaml (NSGA-II, params <= 40k) with promotion-type ASHA
     space.write_text(text.replace("scheduler: asha\n", "scheduler: asha_promotion\n"))
-    code = search.main(["--space", str(space), "--storage-path", str(tmp_path), "--name", "mop", "--quiet",
-                        "--gpus-per-trial", "0"])
-    assert code == 0
-    exp = tmp_path / "mop"
+    exp = _search(space, tmp_path, "mop")
     state = json.loads((exp / "scheduler" / "promotion_asha.json").read_text())
     assert state["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
     assert len(state["rungs"]["1"]) == 6 and state["waiting"] == {}
     trials = read_trials(exp / "report")
     assert set(trials["status"]) <= {"completed", "early_stopped"} and (trials["status"] == "completed").any()
-    restored = make_searcher(load_space(str(space)), 0)
-    restored.restore(str(next(exp.glob("searcher-state-*.pkl"))))
-    study = restored._ot_study
-    assert study is not None and len(study.directions) == 2
+    study = _optuna_study(space, exp)
+    assert len(study.directions) == 2
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == int((trials["status"] == "completed").sum())
     assert states.count(TrialState.PRUNED) == state["num_paused"] and len(states) == 6 + state["num_resumed"]
