@@ -17,7 +17,7 @@ from test_report import make_experiment
 
 from tuning import bench_records as br
 from tuning.bench_common import BenchError, search_tables
-from tuning.bench_search import reused_lines
+from tuning.bench_search import opening_lines
 from tuning.files import EXPERIMENT_META
 from tuning.results import load_experiment
 
@@ -112,8 +112,9 @@ def test_search_tables_records_then_reuses_when_the_folder_is_gone(tmp_path: Pat
     pd.testing.assert_frame_equal(trials, want_trials)
     pd.testing.assert_frame_equal(history, want_history)
     assert source is not None and source.startswith("recorded ") and "reusing its record" in logs[0]
-    assert reused_lines({"random-s0": source}) == [f"Taken from benchmark records, not run again: random-s0 "
-                                                   f"({source}).", ""]
+    opening = opening_lines("T", ["efficiency"], False, {"random-s0": source})
+    assert opening[-2:] == [f"Taken from benchmark records, not run again: random-s0 ({source}).", ""]
+    assert opening_lines("T", ["efficiency"], False, None) == opening[:-2]
 
     # another budget is another search: the record does not stand in for it, so the search runs (and fails here)
     with pytest.raises(BenchError, match="search random-s0 failed"):

@@ -102,12 +102,16 @@ MO_METHODS = {
 # --- the machine and the header ----------------------------------------------------------------------------------
 
 
-def reused_lines(sources: Mapping[str, str] | None) -> list[str]:
-    """The report's note of searches read from records rather than run for it (with when and at which revision)."""
-    if not sources:
-        return []
-    items = "; ".join(f"{name} ({what})" for name, what in sorted(sources.items()))
-    return [f"Taken from benchmark records, not run again: {items}.", ""]
+def opening_lines(title: str, argv: Sequence[str], quick: bool, sources: Mapping[str, str] | None) -> list[str]:
+    """A search benchmark's heading and header, the --quick warning, and the searches read from records rather
+    than run for it (with when and at which revision)."""
+    lines = header(title, argv)
+    if quick:
+        lines += ["**--quick**: smoke space, one seed, a short budget: a smoke run, the numbers mean nothing.", ""]
+    if sources:
+        items = "; ".join(f"{name} ({what})" for name, what in sorted(sources.items()))
+        lines += [f"Taken from benchmark records, not run again: {items}.", ""]
+    return lines
 
 
 def run_methods(args: argparse.Namespace, spaces: Mapping[str, str], methods: Sequence[str], seeds: Sequence[int],
@@ -262,10 +266,8 @@ def compute_ratios(rows: Sequence[EfficiencyRow], method: str = "default", basel
 def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], argv: Sequence[str], space: str,
                       budget_s: float, seeds: Sequence[int], plot_name: str, quick: bool,
                       sources: Mapping[str, str] | None = None) -> str:
-    lines = header("Search efficiency: TPE + ASHA against random search and the homework's grid", argv)
-    if quick:
-        lines += ["**--quick**: smoke space, one seed, a short budget: a smoke run, the numbers mean nothing.", ""]
-    lines += reused_lines(sources)
+    lines = opening_lines("Search efficiency: TPE + ASHA against random search and the homework's grid", argv, quick,
+                          sources)
     lines += [
         f"Space `{space}`; each method gets the same wall budget of {budget_s:g} s per seed "
         f"(seeds {', '.join(map(str, seeds))}), one `python -m tuning.search` subprocess each, run one after another. "
@@ -392,10 +394,7 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
 def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Sequence[str], space: str,
               budget_s: float, seeds: Sequence[int], sampler: str, plot_name: str, quick: bool,
               log_flops: bool = True, sources: Mapping[str, str] | None = None) -> str:
-    lines = header("Multi-objective search: hypervolume of the accuracy/FLOPs front", argv)
-    if quick:
-        lines += ["**--quick**: smoke space, one seed, a short budget: a smoke run, the numbers mean nothing.", ""]
-    lines += reused_lines(sources)
+    lines = opening_lines("Multi-objective search: hypervolume of the accuracy/FLOPs front", argv, quick, sources)
     lines += [
         f"Space `{space}` with objectives {ACCURACY} (max) and {FLOPS} (min); sampler `{sampler}` for the first two "
         f"methods; the same wall budget of {budget_s:g} s per method and seed (seeds {', '.join(map(str, seeds))}). "
