@@ -19,6 +19,7 @@ EXPERIMENT_META = "tuning_experiment.json"  # our metadata: space, command, hard
 # into its staging folder and uploads them back over the root on every state save, so a file there reverts to its
 # pre-restore content (Ray 2.60, ExperimentStateManager.sync_down_experiment_state).
 SCHEDULER_DIR = "scheduler"
+PARETO_STATE = "pareto_asha.json"  # MO-ASHA's rung records
 PROMOTION_STATE = "promotion_asha.json"  # promotion-type ASHA's rungs, promotions and waiting trials
 # Inside a trial directory, written by Ray.
 RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result

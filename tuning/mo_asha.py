@@ -26,8 +26,6 @@ from tuning.files import atomic_write_json
 from tuning.pareto import crowding_distance, non_dominated_sort
 from tuning.spaces import asha_rungs
 
-STATE_FILE = "pareto_asha.json"
-
 
 def promotion_order(points: np.ndarray) -> np.ndarray:
     """Indices of ``points`` (minimisation vectors) from best to worst: rank, then crowding, then arrival."""

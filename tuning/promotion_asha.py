@@ -34,10 +34,7 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from tuning.files import PROMOTION_STATE
 from tuning.mo_asha import ParetoASHA, promotion_order
-
-STATE_FILE = PROMOTION_STATE
 
 
 class PromotionASHA(ParetoASHA):

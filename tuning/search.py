@@ -25,7 +25,7 @@ from tuning import storage
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
-from tuning.files import EXPERIMENT_META, SCHEDULER_DIR
+from tuning.files import EXPERIMENT_META, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
 from tuning.spaces import ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
@@ -344,21 +344,16 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
                                   resume_unfinished=True, resume_errored=True)
     metric, mode = space.objective.metric, space.objective.mode
     scheduler: Any = FIFOScheduler()
-    if space.scheduler == "asha_promotion":
-        from tuning.promotion_asha import STATE_FILE as PROMOTION_STATE
+    if space.scheduler == "asha_promotion" or (space.scheduler == "asha" and space.is_multi_objective):
+        from tuning.mo_asha import ParetoASHA
         from tuning.promotion_asha import PromotionASHA
 
-        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / PROMOTION_STATE
-        scheduler = PromotionASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
-                                  max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
-                                  reduction_factor=space.budget.reduction_factor, state_file=local_state)
-    elif space.scheduler == "asha" and space.is_multi_objective:
-        from tuning.mo_asha import STATE_FILE, ParetoASHA
-
-        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / STATE_FILE
-        scheduler = ParetoASHA({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
-                               max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
-                               reduction_factor=space.budget.reduction_factor, state_file=local_state)
+        ours, state_name = ((PromotionASHA, PROMOTION_STATE) if space.scheduler == "asha_promotion"
+                            else (ParetoASHA, PARETO_STATE))
+        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / state_name
+        scheduler = ours({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
+                         max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
+                         reduction_factor=space.budget.reduction_factor, state_file=local_state)
     elif space.scheduler in ASHA_SCHEDULERS:
         # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
         # rows and drops the one sent just before a crash, so it can lag after a restore.
