@@ -7,7 +7,9 @@
   (b) random search at full budget (``sampler: random``, ``scheduler: none``), (c) the homework's way: the Problem 2
   grid (cell lstm/gru × seq_len 20/30/50 × head_depth 0/1; embed = hidden = 128, one layer, batch 128, lr 0.002)
   at full budget. Best-so-far validation loss against wall time and against characters trained; the compute the
-  default needs to reach random search's final best loss (goal: at most a fifth of what random search needed).
+  default needs to reach random search's final best loss (goal: at most a fifth of random search's compute, judged
+  on two readings of "its compute": what random search had trained when it first reached that loss, and everything
+  it trained in its budget).
 - ``overhead EXPERIMENT_DIR ...``: the share of trial-slot time spent training and evaluating (goal ≥ 90%), and
   where the rest went: per-trial startup, per-iteration reporting/checkpointing, idle slots.
 - ``multiobjective --budget-s S --seeds 0,1,2``: hypervolume (over log10 FLOPs unless ``--flops-axis linear``; the
@@ -36,7 +38,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -252,15 +254,54 @@ def efficiency_rows(curves: Mapping[tuple[str, int], pd.DataFrame], trial_counts
     return rows
 
 
-def compute_ratios(rows: Sequence[EfficiencyRow], method: str = "default", baseline: str = "random") -> list[float]:
-    """Per seed: ``method``'s compute to reach ``baseline``'s final best over ``baseline``'s own (NaN: never)."""
-    base = {r.seed: r.reach_chars for r in rows if r.method == baseline}
+class _Reached(Protocol):
+    """An efficiency or multi-objective row: read-only, as the frozen dataclasses are."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def reach_chars(self) -> float: ...
+    @property
+    def chars_total(self) -> float: ...
+
+
+def compute_ratios(rows: Sequence[_Reached], method: str = "default", baseline: str = "random",
+                   of_total: bool = False) -> list[float]:
+    """Per seed: ``method``'s compute to reach ``baseline``'s final result over ``baseline``'s (NaN: never).
+
+    Two readings of "with at most a fifth of its compute" (issue #9; a third in #8): by default ``baseline``'s
+    compute is what it had trained when it first reached its final result (the stricter reading: a random search
+    that finds its best in its first trials makes the ratio large); with ``of_total`` it is everything it trained
+    in its budget, the search's whole cost.
+    """
+    base = {r.seed: r.chars_total if of_total else r.reach_chars for r in rows if r.method == baseline}
     out = []
     for r in rows:
         if r.method == method and r.seed in base:
             b = base[r.seed]
             out.append(r.reach_chars / b if b > 0 and not math.isnan(r.reach_chars) else math.nan)
     return out
+
+
+def ratio_lines(rows: Sequence[_Reached], method: str, baseline: str, what: str, goal: float,
+                goal_text: str = "", eligible: bool = True) -> list[str]:
+    """The report's two compute-ratio lines (the two readings of :func:`compute_ratios`), each with the goal
+    judged on it; ``eligible`` False (MO: ``method`` was not the best) fails the goal on both."""
+    lines = []
+    for of_total, over in ((False, "what random search had trained when it first got there"),
+                           (True, "everything random search trained in its budget")):
+        ratios = compute_ratios(rows, method, baseline, of_total)
+        if not ratios:
+            continue
+        ratio = median_never_late(ratios)
+        met = eligible and not math.isnan(ratio) and ratio <= goal
+        goal_shown = "1/3" if math.isclose(goal, 1 / 3) else f"{goal:g}"
+        lines += ["", f"Compute ratio {method}/random to reach random search's final {what}, over {over} (median "
+                      f"over seeds): **{fmt(ratio, 3)}** (per seed: {', '.join(fmt(r, 3) for r in ratios)}); "
+                      f"goal{goal_text} ≤ {goal_shown}: **{'met' if met else 'not met'}**"]
+    return lines
 
 
 def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], argv: Sequence[str], space: str,
@@ -291,18 +332,8 @@ def render_efficiency(rows: Sequence[EfficiencyRow], targets: Sequence[float], a
                      *(fmt(median_never_late(r.target_wall_s[i] for r in mine), 3) for i in range(len(targets))),
                      fmt(median(r.trials for r in mine), 3), fmt_si(median(r.chars_total for r in mine))])
     lines += md_table(head, body)
-    ratios = compute_ratios(rows)
-    ratio = median_never_late(ratios)
-    met = not math.isnan(ratio) and ratio <= GOAL_COMPUTE_RATIO
-    lines += [
-        "",
-        f"Compute ratio default/random to reach random search's final best loss (median over seeds): "
-        f"**{fmt(ratio, 3)}** (per seed: {', '.join(fmt(r, 3) for r in ratios) or '–'}); "
-        f"goal ≤ {GOAL_COMPUTE_RATIO:g}: **{'met' if met else 'not met'}**",
-        "",
-        "Per seed:",
-        "",
-    ]
+    lines += ratio_lines(rows, "default", "random", "best loss", GOAL_COMPUTE_RATIO)
+    lines += ["", "Per seed:", ""]
     per_seed = [[r.method, str(r.seed), fmt(r.final_best), fmt(r.reach_wall_s, 3), fmt_si(r.reach_chars),
                  *(fmt(t, 3) for t in r.target_wall_s), str(r.trials), fmt_si(r.chars_total)]
                 for r in sorted(rows, key=lambda r: (r.seed, list(EFFICIENCY_METHODS).index(r.method)))]
@@ -421,21 +452,10 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
     lines += md_table(head, body)
     finals = {m: median(r.final_hv for r in rows if r.method == m) for m in MO_METHODS}
     best_method = max((m for m in finals if not math.isnan(finals[m])), key=lambda m: finals[m], default=None)
-    base = {r.seed: r.reach_chars for r in rows if r.method == "mo-random"}
     lines += ["", f"Best final hypervolume (median): **{best_method or '–'}**."]
     for pareto_method in PARETO_METHODS:  # the issue's (a): multi-objective sampling with the Pareto-aware scheduler
-        ratios = [r.reach_chars / base[r.seed] if base.get(r.seed, 0) > 0 else math.nan
-                  for r in rows if r.method == pareto_method and r.seed in base]
-        if not ratios:
-            continue
-        ratio = median_never_late(ratios)
-        met = best_method == pareto_method and not math.isnan(ratio) and ratio <= GOAL_HV_RATIO
-        lines += [
-            "",
-            f"Compute ratio {pareto_method}/random to reach random search's final hypervolume (median over seeds): "
-            f"**{fmt(ratio, 3)}** (per seed: {', '.join(fmt(r, 3) for r in ratios)}); goal: {pareto_method} best "
-            f"and ratio ≤ 1/3: **{'met' if met else 'not met'}**",
-        ]
+        lines += ratio_lines(rows, pareto_method, "mo-random", "hypervolume", GOAL_HV_RATIO,
+                             goal_text=f": {pareto_method} best and ratio", eligible=best_method == pareto_method)
     lines += ["", "Per seed:", ""]
     per_seed = [[r.method, str(r.seed), fmt(r.final_hv), fmt_si(r.reach_chars), str(r.trials), str(r.completed),
                  fmt_si(r.chars_total), fmt(r.final_hv_linear)]
