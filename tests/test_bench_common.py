@@ -59,3 +59,28 @@ def test_best_val_loss_of_a_hand_made_experiment(tmp_path: Path) -> None:
     exp = write_experiment(tmp_path / "exp", rows, {"resources": {"slots": 1}, "budget": {"max_iters": 2}})
     assert bc.best_val_loss(exp) == (2.25, 2, 0)
 
+
+
+def test_compact_count() -> None:
+    assert bc.compact_count(2e7) == "20 M"
+    assert bc.compact_count(5e5) == "500 k"
+    assert bc.compact_count(1.5e9) == "1.5 G"
+    assert bc.compact_count(300) == "300"
+
+
+def test_finish_pair_labels_a_short_log_axis_without_crowding(tmp_path: Path) -> None:
+    """Under two decades matplotlib would label 2, 3, 4 and 6 × 10^k as well, and 3e7 and 4e7 overlapped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_c, ax_w) = plt.subplots(1, 2)
+    ax_c.plot([1.2e7, 6.5e7], [0.3, 0.5], label="a")
+    ax_w.plot([0, 100], [0.3, 0.5], label="a")
+    bc.finish_pair(fig, ax_c, ax_w, "accuracy", tmp_path / "pair.png")
+    assert (tmp_path / "pair.png").stat().st_size > 0
+    low, high = ax_c.get_xlim()
+    shown = [t.get_text() for t in ax_c.get_xticklabels() if low <= t.get_position()[0] <= high]
+    assert shown == ["20 M", "50 M"]
+    assert all(t.get_text() == "" for t in ax_c.get_xticklabels(minor=True))

@@ -129,6 +129,11 @@ def test_space_copies_load(tmp_path: Path) -> None:
         bs.write_space(tmp_path, "r", bs.random_space(data)).read_text()
     mo = load_space(str(bs.write_space(tmp_path, "m", bs.mo_space(data, "nsga2", "asha"))))
     assert [(o.metric, o.mode) for o in mo.objectives] == [("val_acc_last", "max"), ("train_flops_per_char", "min")]
+    # the (b): the same objectives, Ray's single-objective ASHA ranking by val_loss
+    loss = load_space(str(bs.write_space(tmp_path, "l", bs.mo_space(data, "tpe", "asha_first",
+                                                                      {"metric": "val_loss", "mode": "min"}))))
+    assert loss.objectives == mo.objectives and (loss.asha_objective.metric, loss.asha_objective.mode) == \
+        ("val_loss", "min")
     _, smoke = bs.read_space_yaml("smoke")
     assert load_space(str(bs.write_space(tmp_path, "q", bs.grid_space(smoke, quick=True)))).grid_size() == 8
 
@@ -170,7 +175,7 @@ def test_bench_gpu_without_cuda_says_so_in_one_line() -> None:
 
 def test_multiobjective_methods_flag() -> None:
     parser = bs.build_parser()
-    assert parser.parse_args(["multiobjective"]).mo_methods == ("mo-asha", "asha-first", "mo-random")
+    assert parser.parse_args(["multiobjective"]).mo_methods == ("mo-asha", "asha-loss", "mo-random")
     assert parser.parse_args(["multiobjective", "--methods", "mo-random,mo-promotion"]).mo_methods == \
         ("mo-promotion", "mo-random")
     for bad in ("mo-asha", "mo-asha,bogus,mo-random", ""):

@@ -296,6 +296,36 @@ def test_precision_flag_fixes_every_trials_precision(data_dir: Path) -> None:
         search.build_parser().parse_args(["--space", "smoke", "--precision", "fp16"])
 
 
+def test_scheduler_follows_the_space(data_dir: Path, tmp_path: Path) -> None:
+    """asha_first is Ray's ASHA on the first objective, or on scheduler_metric; asha with several objectives is
+    ours; --objectives cannot turn a scheduler_metric space into MO-ASHA silently."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuning.mo_asha import ParetoASHA
+
+    def plan(doc: str, *flags: str, single: bool = False) -> search.Plan:
+        path = tmp_path / "space.yaml"
+        base = (HERE / "spaces" / "multi.yaml").read_text().replace("scheduler: asha\n", "")
+        if single:
+            base = base.replace("  - {metric: flops_per_char, mode: min}\n", "")
+        path.write_text(base + doc, encoding="utf-8")
+        args = ["--space", str(path), "--storage-path", str(tmp_path), *flags]
+        return search.make_plan(search.build_parser().parse_args(args))
+
+    assert isinstance(search.make_scheduler(plan("scheduler: asha\n")), ParetoASHA)
+    first = search.make_scheduler(plan("scheduler: asha_first\n"))
+    assert type(first) is ASHAScheduler and (first._metric, first._mode) == ("val_loss", "min")
+    loss = search.make_scheduler(plan("scheduler: asha_first\nscheduler_metric: {metric: val_acc, mode: max}\n"))
+    assert type(loss) is ASHAScheduler and (loss._metric, loss._mode) == ("val_acc", "max")
+    one = "scheduler: asha\nscheduler_metric: {metric: val_acc, mode: max}\n"  # valid with one objective only
+    with pytest.raises(UserError, match="scheduler_metric.*only with scheduler asha_first, or asha with one"):
+        plan(one)
+    single = plan(one, single=True)
+    assert (search.make_scheduler(single)._metric, single.space.objective.metric) == ("val_acc", "val_loss")
+    with pytest.raises(UserError, match="--objectives=val_loss,params is invalid .* scheduler_metric needs one"):
+        plan(one, "--objectives", "val_loss,params", single=True)
+
+
 def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     from tuning import tune_glue
 

@@ -262,6 +262,18 @@ def test_grid_with_a_non_grid_sampler_is_rejected(tmp_path: Path) -> None:
     assert "sampler" in message and "'tpe'" in message
 
 
+def test_scheduler_metric_sets_what_rays_asha_ranks_by(tmp_path: Path) -> None:
+    mo = {"objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "params", "mode": "min"}]}
+    doc = changed(lambda d: d.pop("objective") and d.update(mo, scheduler="asha_first",
+                                                            scheduler_metric={"metric": "val_loss"}))
+    space = load_space(str(write_space(tmp_path, doc)))
+    assert (space.asha_objective.metric, space.asha_objective.mode) == ("val_loss", "min")
+    assert space.objective.metric == "val_acc"
+    plain = load_space(str(write_space(tmp_path, changed(lambda d: d.update(mo, scheduler="asha_first") or
+                                                         d.pop("objective")), name="plain.yaml")))
+    assert plain.scheduler_metric is None and plain.asha_objective == plain.objective
+
+
 # --- invalid documents -----------------------------------------------------------------------------------------
 
 
@@ -309,6 +321,13 @@ INVALID: dict[str, tuple[Any, str, str]] = {
     "objective metric not reported": (changed(_set("objective", "metric", "val_f1")), "objective.metric", "'val_f1'"),
     "objective mode": (changed(_set("objective", "mode", "lowest")), "objective.mode", "'lowest'"),
     "num_samples 0": (changed(lambda d: d.update(num_samples=0)), "num_samples", "0"),
+    "scheduler_metric not reported": (changed(lambda d: d.update(scheduler_metric={"metric": "val_f1"})),
+                                      "scheduler_metric.metric", "'val_f1'"),
+    "scheduler_metric with MO-ASHA": (changed(lambda d: d.update(
+        objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "params", "mode": "min"}],
+        scheduler_metric={"metric": "val_loss"}) or d.pop("objective")), "scheduler_metric", "'val_loss'"),
+    "scheduler_metric without ASHA": (changed(lambda d: d.update(scheduler="none", scheduler_metric={})),
+                                      "scheduler_metric", "{}"),
     "unknown sampler": (changed(lambda d: d.update(sampler="cmaes")), "sampler", "'cmaes'"),
     "missing params": (changed(lambda d: d.pop("params")), "params", "None"),
     "malformed YAML": ("params: [unclosed\n", "malformed YAML", "line 2"),

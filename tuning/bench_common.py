@@ -249,9 +249,24 @@ def best_val_loss(experiment_dir: Path) -> tuple[float, int, int]:
             int((trials["status"] == "completed").sum()))
 
 
+def compact_count(value: float) -> str:
+    """A count as a short axis label: 20000000 -> "20 M", 500000 -> "500 k", 1.5e9 -> "1.5 G"."""
+    for factor, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
+
+
 def finish_pair(fig: Any, ax_c: Any, ax_w: Any, ylabel: str, path: Path) -> None:
     """The two panels every search plot has: against characters trained (log) and against wall time."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax_c.set_xscale("log")
+    # Over less than two decades matplotlib labels minor ticks too (2, 3, 4, 6 × 10^k) and the labels overlap;
+    # label 1, 2 and 5 × 10^k in short form and leave the other ticks bare.
+    ax_c.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax_c.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: compact_count(x)))
+    ax_c.xaxis.set_minor_formatter(NullFormatter())
     ax_c.set_xlabel("characters trained, all trials")
     ax_w.set_xlabel("wall time since first report (s)")
     for ax in (ax_c, ax_w):

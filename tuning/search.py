@@ -149,6 +149,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
                         params=tuple(p for p in space.params if p.name != "precision"))
     if args.objectives:
         space = replace(space, objectives=parse_objectives_flag(args.objectives))
+        if space.scheduler_metric and space.scheduler == "asha" and space.is_multi_objective:
+            raise UserError(f"--objectives={args.objectives} is invalid with {space.source}: its scheduler_metric "
+                            "needs one objective, or scheduler asha_first (MO-ASHA ranks by the objectives)")
     constraints = dict(space.constraints)
     for flag, metric in (("max_flops_per_char", "flops_per_char"), ("max_params", "params"),
                          ("max_inference_ms", "inference_latency_ms")):
@@ -308,6 +311,8 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
         constraints=space.constraints,
         sampler=space.sampler,
         scheduler=space.scheduler,
+        scheduler_metric=({"metric": space.scheduler_metric.metric, "mode": space.scheduler_metric.mode}
+                          if space.scheduler_metric else None),
         budget=asdict(space.budget),
         num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
         seed=plan.seed,
@@ -323,9 +328,33 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
     return meta
 
 
+def make_scheduler(plan: Plan) -> Any:
+    """The space's trial scheduler: FIFO, Ray's ASHA on one metric, or our MO-ASHA / promotion ASHA, whose rung
+    records live beside the experiment (local storage) so that a restore keeps them."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    space = plan.space
+    if space.scheduler == "asha_promotion" or (space.scheduler == "asha" and space.is_multi_objective):
+        from tuning.mo_asha import ParetoASHA
+        from tuning.promotion_asha import PromotionASHA
+
+        ours, state_name = ((PromotionASHA, PROMOTION_STATE) if space.scheduler == "asha_promotion"
+                            else (ParetoASHA, PARETO_STATE))
+        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / state_name
+        return ours({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
+                    max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
+                    reduction_factor=space.budget.reduction_factor, state_file=local_state)
+    if space.scheduler in ASHA_SCHEDULERS:
+        # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
+        # rows and drops the one sent just before a crash, so it can lag after a restore.
+        return ASHAScheduler(time_attr="iteration", metric=space.asha_objective.metric,
+                             mode=space.asha_objective.mode, max_t=space.budget.max_iters,
+                             grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
+    return FIFOScheduler()
+
+
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from tuning.tune_glue import SlotLimiter, make_searcher, trainable
 
@@ -342,23 +371,8 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             print(repair.describe(), file=sys.stderr)
         return tune.Tuner.restore(f"{storage_path}/{plan.name}", trainable=runnable, storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True)
-    metric, mode = space.objective.metric, space.objective.mode
-    scheduler: Any = FIFOScheduler()
-    if space.scheduler == "asha_promotion" or (space.scheduler == "asha" and space.is_multi_objective):
-        from tuning.mo_asha import ParetoASHA
-        from tuning.promotion_asha import PromotionASHA
-
-        ours, state_name = ((PromotionASHA, PROMOTION_STATE) if space.scheduler == "asha_promotion"
-                            else (ParetoASHA, PARETO_STATE))
-        local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / state_name
-        scheduler = ours({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
-                         max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
-                         reduction_factor=space.budget.reduction_factor, state_file=local_state)
-    elif space.scheduler in ASHA_SCHEDULERS:
-        # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
-        # rows and drops the one sent just before a crash, so it can lag after a restore.
-        scheduler = ASHAScheduler(time_attr="iteration", metric=metric, mode=mode, max_t=space.budget.max_iters,
-                                  grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
+    metric = space.objective.metric
+    scheduler = make_scheduler(plan)
     param_space = trial_config(plan, slots)
     searcher: Any = None
     if space.is_grid:

@@ -10,7 +10,8 @@ A space file looks like this (``search_spaces/smoke.yaml`` is the smallest compl
     seed: 0
     objective: {metric: val_loss, mode: min}
     budget: {chars_per_iter: 250000, max_iters: 27, grace_iters: 1, reduction_factor: 3}
-    scheduler: asha                  # asha | asha_promotion | none (every trial runs its full budget)
+    scheduler: asha                  # asha | asha_promotion | asha_first | none (every trial runs its full budget)
+    scheduler_metric: {metric: val_loss, mode: min}  # optional: what asha_first (or one-objective asha) ranks by
     params:
       cell: {type: categorical, choices: [rnn, lstm, gru]}
       seq_len: {type: int, low: 10, high: 50}
@@ -50,7 +51,7 @@ SEARCHABLE = (
 )
 TOP_KEYS = ("description", "corpus", "normalize_whitespace", "num_samples", "sampler", "seed", "objective",
             "objectives", "constraints",
-            "budget", "scheduler", "params")
+            "budget", "scheduler", "scheduler_metric", "params")
 BUDGET_KEYS = ("chars_per_iter", "max_iters", "grace_iters", "reduction_factor")
 DIST_KEYS = {
     "int": ("type", "low", "high", "log", "step"),
@@ -150,13 +151,21 @@ class SearchSpace:
     constraints: dict[str, float] = field(default_factory=dict)  # metric -> upper bound
     budget: Budget = field(default_factory=Budget)
     scheduler: str = "asha"
+    # What Ray's single-objective ASHA ranks trials by when it is not the first objective, e.g. val_loss while the
+    # search looks for the accuracy/FLOPs front (#8's baseline b); None: the first objective.
+    scheduler_metric: Objective | None = None
     params: tuple[Param, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def objective(self) -> Objective:
-        """The first objective: what single-objective parts (Ray's ASHA, summaries) use."""
+        """The first objective: what single-objective parts (summaries) use."""
         return self.objectives[0]
+
+    @property
+    def asha_objective(self) -> Objective:
+        """What Ray's ASHA (schedulers asha with one objective, and asha_first) ranks trials by."""
+        return self.scheduler_metric or self.objective
 
     @property
     def is_multi_objective(self) -> bool:
@@ -381,6 +390,13 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
         if not _is_number(bound) or not math.isfinite(bound) or bound <= 0:
             check.fail(f"constraints.{metric}", bound, "a positive number (an upper bound)")
         constraints[metric] = float(bound)
+    scheduler = check.one_of("scheduler", data.get("scheduler", "none" if grid else "asha"), SCHEDULERS)
+    scheduler_metric = None
+    if "scheduler_metric" in data:
+        if not (scheduler == "asha_first" or (scheduler == "asha" and len(objectives) == 1)):
+            check.fail("scheduler_metric", data["scheduler_metric"],
+                       "only with scheduler asha_first, or asha with one objective (MO-ASHA ranks by the objectives)")
+        scheduler_metric = parse_objective(check, "scheduler_metric", data["scheduler_metric"])
     corpus = data.get("corpus", "tinyshakespeare")
     if not isinstance(corpus, str) or not corpus:
         check.fail("corpus", corpus, "a corpus name or a file path")
@@ -404,7 +420,8 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
         objectives=objectives,
         constraints=constraints,
         budget=budget,
-        scheduler=check.one_of("scheduler", data.get("scheduler", "none" if grid else "asha"), SCHEDULERS),
+        scheduler=scheduler,
+        scheduler_metric=scheduler_metric,
         params=tuple(params),
         fixed=fixed,
     )
