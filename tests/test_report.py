@@ -314,6 +314,14 @@ def test_no_completed_trial_gives_an_empty_typed_front() -> None:
     assert "## Text samples" not in md
 
 
+def test_the_header_names_what_rays_asha_ranked_by() -> None:
+    meta = {**META, "scheduler": "asha_first", "scheduler_metric": {"metric": "val_loss", "mode": "min"}}
+    md = render_markdown(build_tables(meta, trials_frame([]), history_frame([])))
+    assert "| scheduler | asha_first on val_loss (min) (grace " in md
+    plain = render_markdown(build_tables({**META, "scheduler": "asha_first"}, trials_frame([]), history_frame([])))
+    assert "| scheduler | asha_first (grace " in plain
+
+
 def test_empty_experiment_builds_renders_and_writes(tmp_path: Path) -> None:
     t = build_tables(dict(META), trials_frame([]), history_frame([]))
     assert t.pareto.empty and t.hypervolume == 0.0

@@ -431,8 +431,8 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
               log_flops: bool = True, sources: Mapping[str, str] | None = None) -> str:
     lines = opening_lines("Multi-objective search: hypervolume of the accuracy/FLOPs front", argv, quick, sources)
     lines += [
-        f"Space `{space}` with objectives {ACCURACY} (max) and {FLOPS} (min); sampler `{sampler}` for the first two "
-        f"methods; the same wall budget of {budget_s:g} s per method and seed (seeds {', '.join(map(str, seeds))}). "
+        f"Space `{space}` with objectives {ACCURACY} (max) and {FLOPS} (min); sampler `{sampler}` for every method but "
+        f"mo-random; the same wall budget of {budget_s:g} s per method and seed (seeds {', '.join(map(str, seeds))}). "
         "Hypervolume of the completed (full-budget, feasible) trials, as they complete, against every character "
         f"trained by any trial by then, {'over log10 FLOPs' if log_flops else 'over linear FLOPs'} "
         f"(accuracy × {'decades of FLOPs' if log_flops else 'FLOPs'}"

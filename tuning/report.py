@@ -272,6 +272,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
          or "none"),
         ("sampler", f"{meta.get('sampler')} (seed {meta.get('seed')})"),
         ("scheduler", str(meta.get("scheduler", "?")) + (
+            f" on {ranked['metric']} ({ranked['mode']})" if (ranked := meta.get("scheduler_metric")) else "") + (
             f" (grace {budget.get('grace_iters')}, reduction factor {budget.get('reduction_factor')}, "
             f"max {budget.get('max_iters')} iterations)" if meta.get("scheduler") in ASHA_SCHEDULERS else "")),
         ("budget", f"{budget.get('max_iters')} iterations × {fmt(budget.get('chars_per_iter'), 'si')} characters"),
