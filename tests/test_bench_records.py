@@ -16,7 +16,7 @@ import pytest
 from test_report import make_experiment
 
 from tuning import bench_records as br
-from tuning.bench_common import BenchError, search_tables
+from tuning.bench_common import BenchError, NotMeasured, search_tables
 from tuning.bench_search import opening_lines
 from tuning.files import EXPERIMENT_META
 from tuning.results import load_experiment
@@ -116,6 +116,11 @@ def test_search_tables_records_then_reuses_when_the_folder_is_gone(tmp_path: Pat
     assert opening[-2:] == [f"Taken from benchmark records, not run again: random-s0 ({source}).", ""]
     assert opening_lines("T", ["efficiency"], False, None) == opening[:-2]
 
+    # --recorded-only: the recorded search is read, one with neither folder nor record is left out, not run
+    assert search_tables(str(not_a_space), storage, records, "random-s0", 600, 0, log=logs.append, run=False)[2]
+    with pytest.raises(NotMeasured, match="search random-s0: neither .* nor a record in"):
+        search_tables(str(not_a_space), storage, records, "random-s0", 900, 0, log=logs.append, run=False)
+    assert not (storage / "random-s0").exists()
     # another budget is another search: the record does not stand in for it, so the search runs (and fails here)
     with pytest.raises(BenchError, match="search random-s0 failed"):
         search_tables(str(not_a_space), storage, records, "random-s0", 900, 0, log=logs.append)

@@ -209,10 +209,16 @@ def run_search(space: str, storage: Path, name: str, budget_s: float, seed: int 
     return experiment
 
 
+class NotMeasured(BenchError):
+    """A search that has neither a folder nor a record, asked for without running it."""
+
+
 def search_tables(space: str, storage: Path, records: Path | None, name: str, budget_s: float,
                   seed: int | None = None, extra: Sequence[str] = (), fresh: bool = False,
-                  log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
-    """(trials, history, source) of a search: from its finished folder, else from its record, else run now.
+                  log: Callable[[str], None] = print,
+                  run: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """(trials, history, source) of a search: from its finished folder, else from its record, else run now
+    (``run=False``: raise :class:`NotMeasured` instead).
 
     ``source`` describes the record when the tables came from one (None otherwise), for the report. A search run or
     read from its folder is recorded into ``records`` (see :mod:`tuning.bench_records`) unless ``records`` is None;
@@ -226,7 +232,10 @@ def search_tables(space: str, storage: Path, records: Path | None, name: str, bu
         if record is not None:
             log(f"search {name}: reusing its record {folder} ({record.describe()})")
             return record.trials, record.history, record.describe()
-        log(f"search {name}: {why}; running it")
+        if run:
+            log(f"search {name}: {why}; running it")
+    if not run and not experiment.exists():
+        raise NotMeasured(f"search {name}: neither {experiment} nor a record in {records}")
     experiment = run_search(space, storage, name, budget_s, seed, extra, fresh, log=log)
     meta, trials, history = load_experiment(experiment)
     if folder is not None:

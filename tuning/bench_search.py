@@ -27,7 +27,7 @@ one seed) for a smoke run; its numbers mean nothing. Experiments go to ``--out/r
 one is reused on a rerun (``--fresh`` reruns it). Each finished search is also recorded (its trials and history,
 :mod:`tuning.bench_records`) into ``--records`` (default ``benchmarks/records/``, committed), and a search whose
 folder is gone but whose record matches is read from the record instead of run again: seeds measured on one
-machine count on the next.
+machine count on the next. ``--recorded-only`` runs nothing and reports what is there, leaving out the rest.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from tuning import pareto
 from tuning.bench_common import (
     DEFAULT_OUT,
     BenchError,
+    NotMeasured,
     chars_at,
     final,
     finish_pair,
@@ -128,8 +129,13 @@ def run_methods(args: argparse.Namespace, spaces: Mapping[str, str], methods: Se
     for seed in seeds:
         for method in methods:
             name = f"{prefix}{method}-s{seed}"
-            trials, history, source = search_tables(spaces[method], Path(args.out) / "runs", records_dir(args), name,
-                                                    budget, seed, args.search_args, args.fresh, log=log)
+            try:
+                trials, history, source = search_tables(spaces[method], Path(args.out) / "runs", records_dir(args),
+                                                        name, budget, seed, args.search_args, args.fresh, log=log,
+                                                        run=not getattr(args, "recorded_only", False))
+            except NotMeasured as exc:
+                log(f"{exc}: left out (--recorded-only)")
+                continue
             if source:
                 sources[name] = source
             tables[(method, seed)] = (trials, history)
@@ -598,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"folder of benchmark records: a finished search's tables, reused when its folder is "
                             f"gone (default {DEFAULT_RECORDS}/; a --quick run's stay in --out)")
         p.add_argument("--no-records", action="store_true", help="neither read nor write records")
+        p.add_argument("--recorded-only", action="store_true",
+                       help="run nothing: report the searches that have a finished folder or a record, leave out "
+                            "the rest (a table over seeds measured on different days)")
         p.add_argument("--quick", action="store_true",
                        help=f"smoke run: space {QUICK_SPACE}, {QUICK_BUDGET_S:g} s, seed 0 (numbers mean nothing)")
 
