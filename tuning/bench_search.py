@@ -132,7 +132,7 @@ def run_methods(args: argparse.Namespace, spaces: Mapping[str, str], methods: Se
             try:
                 trials, history, source = search_tables(spaces[method], Path(args.out) / "runs", records_dir(args),
                                                         name, budget, seed, args.search_args, args.fresh, log=log,
-                                                        run=not getattr(args, "recorded_only", False))
+                                                        run=not args.recorded_only)
             except NotMeasured as exc:
                 log(f"{exc}: left out (--recorded-only)")
                 continue

@@ -149,7 +149,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                         params=tuple(p for p in space.params if p.name != "precision"))
     if args.objectives:
         space = replace(space, objectives=parse_objectives_flag(args.objectives))
-        if space.scheduler_metric and space.scheduler == "asha" and space.is_multi_objective:
+        if space.scheduler_metric and not space.uses_rays_asha:
             raise UserError(f"--objectives={args.objectives} is invalid with {space.source}: its scheduler_metric "
                             "needs one objective, or scheduler asha_first (MO-ASHA ranks by the objectives)")
     constraints = dict(space.constraints)
@@ -311,8 +311,7 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
         constraints=space.constraints,
         sampler=space.sampler,
         scheduler=space.scheduler,
-        scheduler_metric=({"metric": space.scheduler_metric.metric, "mode": space.scheduler_metric.mode}
-                          if space.scheduler_metric else None),
+        scheduler_metric=asdict(space.scheduler_metric) if space.scheduler_metric else None,
         budget=asdict(space.budget),
         num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
         seed=plan.seed,
@@ -334,7 +333,13 @@ def make_scheduler(plan: Plan) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     space = plan.space
-    if space.scheduler == "asha_promotion" or (space.scheduler == "asha" and space.is_multi_objective):
+    if space.uses_rays_asha:
+        # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
+        # rows and drops the one sent just before a crash, so it can lag after a restore.
+        return ASHAScheduler(time_attr="iteration", metric=space.asha_objective.metric,
+                             mode=space.asha_objective.mode, max_t=space.budget.max_iters,
+                             grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
+    if space.scheduler in ASHA_SCHEDULERS:  # asha_promotion, or asha with several objectives
         from tuning.mo_asha import ParetoASHA
         from tuning.promotion_asha import PromotionASHA
 
@@ -344,12 +349,6 @@ def make_scheduler(plan: Plan) -> Any:
         return ours({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
                     max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
                     reduction_factor=space.budget.reduction_factor, state_file=local_state)
-    if space.scheduler in ASHA_SCHEDULERS:
-        # time_attr is our own iteration count, carried in checkpoints: Ray's training_iteration counts result
-        # rows and drops the one sent just before a crash, so it can lag after a restore.
-        return ASHAScheduler(time_attr="iteration", metric=space.asha_objective.metric,
-                             mode=space.asha_objective.mode, max_t=space.budget.max_iters,
-                             grace_period=space.budget.grace_iters, reduction_factor=space.budget.reduction_factor)
     return FIFOScheduler()
 
 

@@ -137,6 +137,12 @@ class Objective:
     mode: str = "min"
 
 
+def uses_rays_asha(scheduler: str, objectives: int) -> bool:
+    """Whether Ray's single-metric ASHAScheduler runs the search: asha_first, or asha with one objective (with
+    several, asha is our MO-ASHA). The one place this rule lives: the space check, --objectives and the search."""
+    return scheduler == "asha_first" or (scheduler == "asha" and objectives == 1)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
@@ -163,8 +169,12 @@ class SearchSpace:
         return self.objectives[0]
 
     @property
+    def uses_rays_asha(self) -> bool:
+        return uses_rays_asha(self.scheduler, len(self.objectives))
+
+    @property
     def asha_objective(self) -> Objective:
-        """What Ray's ASHA (schedulers asha with one objective, and asha_first) ranks trials by."""
+        """What Ray's ASHA (see :attr:`uses_rays_asha`) ranks trials by."""
         return self.scheduler_metric or self.objective
 
     @property
@@ -393,7 +403,7 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     scheduler = check.one_of("scheduler", data.get("scheduler", "none" if grid else "asha"), SCHEDULERS)
     scheduler_metric = None
     if "scheduler_metric" in data:
-        if not (scheduler == "asha_first" or (scheduler == "asha" and len(objectives) == 1)):
+        if not uses_rays_asha(scheduler, len(objectives)):
             check.fail("scheduler_metric", data["scheduler_metric"],
                        "only with scheduler asha_first, or asha with one objective (MO-ASHA ranks by the objectives)")
         scheduler_metric = parse_objective(check, "scheduler_metric", data["scheduler_metric"])
