@@ -94,10 +94,13 @@ def test_mo_rows_and_goal() -> None:
                       linear={("mo-asha", 0): 7.5e6, ("mo-random", 0): 8.5e6})
     by = {r.method: r for r in rows}
     assert by["mo-asha"].reach_chars == 100.0 and by["mo-random"].reach_chars == 1000.0
+    # at a third of random's 1000 characters MO-ASHA held 9 of random's final 4; random itself nothing yet
+    assert by["mo-asha"].share_at_goal == 2.25 and by["mo-random"].share_at_goal == 0.0
     text = bs.render_mo(rows, {"val_acc_last": 0.0, "train_flops_per_char": 1e6}, ["multiobjective"], "smoke", 40,
                         (0,), "nsga2", "m.png", False)
     assert "**mo-asha**" in text and "**0.1**" in text and "ratio ≤ 1/3: **met**" in text
-    assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \|$", text, re.MULTILINE)
+    assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \| 225\.0% \|$", text, re.MULTILINE)
+    assert re.search(r"^\| mo-random \| 0 \| 4 \| 1 k \| .* \| 0\.0% \|$", text, re.MULTILINE)
     # the promotion-type variant is the (a) too: its own ratio line; the best method is named once
     promo = pd.DataFrame({"wall_s": [0.0, 1.0], "chars_trained": [0.0, 400.0], "hypervolume": [0.0, 4.5]})
     rows = bs.mo_rows({**curves, ("mo-promotion", 0): promo}, {("mo-asha", 0): (9, 2), ("mo-random", 0): (3, 2),

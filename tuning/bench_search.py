@@ -60,6 +60,7 @@ from tuning.bench_common import (
     md_table,
     median,
     median_never_late,
+    pct,
     progress_curve,
     read_space_yaml,
     search_tables,
@@ -413,6 +414,16 @@ class MoRow:
     reach_chars: float  # to the random search's final hypervolume (same seed)
     chars_total: float
     final_hv_linear: float = math.nan  # the same front's hypervolume over linear FLOPs, for comparison
+    share_at_goal: float = math.nan  # its hypervolume at GOAL_HV_RATIO of random's compute, over random's final one
+
+
+def hv_share_at(curve: pd.DataFrame, goal: float, chars: float) -> float:
+    """The share of ``goal`` (a hypervolume) that ``curve`` held once ``chars`` characters were trained; NaN
+    without a goal. Says by how much a method missed (< 1) or beat (≥ 1) the goal at the goal's compute ratio."""
+    if math.isnan(goal) or math.isnan(chars):
+        return math.nan
+    held = curve.loc[curve["chars_trained"] <= chars, "hypervolume"]
+    return float(held.max()) / goal if len(held) else 0.0
 
 
 def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[tuple[str, int], tuple[int, int]],
@@ -424,11 +435,13 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
         goal = final(base, "hypervolume") if base is not None else math.nan
         # a random search with no completed trial sets no goal (hypervolume 0 is reached by anything)
         goal = goal if goal > 0 else math.nan
+        base_reach = first_reach(base, goal, "chars_trained", "hypervolume", "max") if base is not None else math.nan
         rows.append(MoRow(method=method, seed=seed, trials=counts.get((method, seed), (0, 0))[0],
                           completed=counts.get((method, seed), (0, 0))[1], final_hv=final(curve, "hypervolume"),
                           reach_chars=first_reach(curve, goal, "chars_trained", "hypervolume", "max"),
                           chars_total=totals.get((method, seed), math.nan),
-                          final_hv_linear=(linear or {}).get((method, seed), math.nan)))
+                          final_hv_linear=(linear or {}).get((method, seed), math.nan),
+                          share_at_goal=hv_share_at(curve, goal, base_reach * GOAL_HV_RATIO)))
     return rows
 
 
@@ -446,11 +459,14 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
         f"One reference point for every run: accuracy {reference[ACCURACY]:g}, "
         f"{FLOPS} {fmt_si(reference[FLOPS])} (1.1 × the largest of any completed trial of any run). "
         "\"To random's HV\" is the compute at which a method's hypervolume first reached the final hypervolume of "
-        "random search with the same seed. Medians over seeds; \"never\" where at least half never got there.",
+        "random search with the same seed; \"random's HV at ⅓ its compute\" is the share of that hypervolume a "
+        "method's front held once it had trained a third of what random search had trained when it got there (the "
+        "goal below: 100% or more means the goal's ratio was reached). Medians over seeds; \"never\" where at least "
+        "half never got there.",
         "",
     ]
     head = ["method", "final HV (median)", "chars to random's HV", "trials", "completed", "chars trained",
-            "final HV, linear FLOPs"]
+            "final HV, linear FLOPs", "random's HV at ⅓ its compute"]
     body = []
     for method, label in MO_METHODS.items():
         mine = [r for r in rows if r.method == method]
@@ -458,7 +474,8 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
             body.append([f"{method}: {label}", fmt(median(r.final_hv for r in mine)),
                          fmt_si(median_never_late(r.reach_chars for r in mine)),
                          fmt(median(r.trials for r in mine), 3), fmt(median(r.completed for r in mine), 3),
-                         fmt_si(median(r.chars_total for r in mine)), fmt(median(r.final_hv_linear for r in mine))])
+                         fmt_si(median(r.chars_total for r in mine)), fmt(median(r.final_hv_linear for r in mine)),
+                         pct(median(r.share_at_goal for r in mine))])
     lines += md_table(head, body)
     finals = {m: median(r.final_hv for r in rows if r.method == m) for m in MO_METHODS}
     best_method = max((m for m in finals if not math.isnan(finals[m])), key=lambda m: finals[m], default=None)
@@ -468,9 +485,9 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
                              goal_text=f": {pareto_method} best and ratio", eligible=best_method == pareto_method)
     lines += ["", "Per seed:", ""]
     per_seed = [[r.method, str(r.seed), fmt(r.final_hv), fmt_si(r.reach_chars), str(r.trials), str(r.completed),
-                 fmt_si(r.chars_total), fmt(r.final_hv_linear)]
+                 fmt_si(r.chars_total), fmt(r.final_hv_linear), pct(r.share_at_goal)]
                 for r in sorted(rows, key=lambda r: (r.seed, list(MO_METHODS).index(r.method)))]
-    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrr")
+    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrrr")
     lines += ["", f"![hypervolume against compute]({plot_name})", ""]
     return "\n".join(lines)
 
