@@ -147,10 +147,16 @@ def final(curve: pd.DataFrame, column: str = "best") -> float:
     return float(curve[column].iloc[-1]) if len(curve) else math.nan
 
 
+def value_at(curve: pd.DataFrame, x: str, at: float, column: str) -> float:
+    """A rising step curve read at ``at``: the largest ``column`` over the rows with ``x`` ≤ ``at`` (0 before the
+    first row)."""
+    seen = curve.loc[curve[x] <= at, column]
+    return float(seen.max()) if len(seen) else 0.0
+
+
 def chars_at(curve: pd.DataFrame, timestamp: float) -> float:
     """Characters trained by all trials up to and including ``timestamp``."""
-    seen = curve.loc[curve["timestamp"] <= timestamp, "chars_trained"]
-    return float(seen.max()) if len(seen) else 0.0
+    return value_at(curve, "timestamp", timestamp, "chars_trained")
 
 
 def read_space_yaml(space: str) -> tuple[str, dict[str, Any]]:

@@ -64,6 +64,7 @@ from tuning.bench_common import (
     progress_curve,
     read_space_yaml,
     search_tables,
+    value_at,
     write_space,
 )
 from tuning.bench_overhead import cmd_overhead
@@ -422,20 +423,22 @@ def hv_share_at(curve: pd.DataFrame, goal: float, chars: float) -> float:
     without a goal. Says by how much a method missed (< 1) or beat (≥ 1) the goal at the goal's compute ratio."""
     if math.isnan(goal) or math.isnan(chars):
         return math.nan
-    held = curve.loc[curve["chars_trained"] <= chars, "hypervolume"]
-    return float(held.max()) / goal if len(held) else 0.0
+    return value_at(curve, "chars_trained", chars, "hypervolume") / goal
 
 
 def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[tuple[str, int], tuple[int, int]],
             totals: Mapping[tuple[str, int], float], baseline: str = "mo-random",
             linear: Mapping[tuple[str, int], float] | None = None) -> list[MoRow]:
+    goals: dict[int, tuple[float, float]] = {}  # per seed: random's final hypervolume, and its compute to get there
+    for (method, seed), base in hv_curves.items():
+        if method == baseline:
+            goal = final(base, "hypervolume")
+            # a random search with no completed trial sets no goal (hypervolume 0 is reached by anything)
+            goal = goal if goal > 0 else math.nan
+            goals[seed] = (goal, first_reach(base, goal, "chars_trained", "hypervolume", "max"))
     rows = []
     for (method, seed), curve in hv_curves.items():
-        base = hv_curves.get((baseline, seed))
-        goal = final(base, "hypervolume") if base is not None else math.nan
-        # a random search with no completed trial sets no goal (hypervolume 0 is reached by anything)
-        goal = goal if goal > 0 else math.nan
-        base_reach = first_reach(base, goal, "chars_trained", "hypervolume", "max") if base is not None else math.nan
+        goal, base_reach = goals.get(seed, (math.nan, math.nan))
         rows.append(MoRow(method=method, seed=seed, trials=counts.get((method, seed), (0, 0))[0],
                           completed=counts.get((method, seed), (0, 0))[1], final_hv=final(curve, "hypervolume"),
                           reach_chars=first_reach(curve, goal, "chars_trained", "hypervolume", "max"),
