@@ -145,6 +145,24 @@ def test_nothing_missing_leaves_the_state_file_untouched(tmp_path: Path) -> None
     assert (e.exp / STATE_FILE).read_bytes() == before
 
 
+def test_rows_lost_before_a_sound_state_are_restored(tmp_path: Path) -> None:
+    # the state names an existing checkpoint, but the trial's rows never left the driver's staging folder (seen
+    # in the promotion-ASHA kill test: a trial's first result.json copy came after the state naming its checkpoint)
+    e = Experiment(tmp_path)
+    e.report()
+    e.report()
+    e.save_state()
+    (e.dir / RESULT_FILE).unlink()
+    state = (e.exp / STATE_FILE).read_text()
+    repairs = repair_checkpoint_references(str(e.exp))
+    assert [(r.missing, r.now, r.rows) for r in repairs] == [(None, "checkpoint_000001", 2)]
+    assert "2 result row(s) restored from checkpoint_000001" in repairs[0].describe()
+    assert e.curve() == [1, 2]
+    assert json.loads((e.exp / STATE_FILE).read_text()) == json.loads(state)  # nothing in the state changed
+    assert e.restored().checkpoint.path.endswith("checkpoint_000001")
+    assert repair_checkpoint_references(str(e.exp)) == []
+
+
 def test_no_complete_checkpoint_left_starts_the_trial_over(tmp_path: Path) -> None:
     e = Experiment(tmp_path)
     e.report()

@@ -40,11 +40,14 @@ CHECKPOINT_DIR_KEY = "checkpoint_dir_name"  # ray.train.constants.CHECKPOINT_DIR
 @dataclass(frozen=True)
 class Repair:
     trial_id: str
-    missing: str  # the checkpoint directory the state named
+    missing: str | None  # the checkpoint directory the state named; None: it exists, only rows were restored
     now: str | None  # the one the trial continues from; None: no complete one left, the trial starts over
     rows: int = 0  # learning-curve rows restored into result.json from that checkpoint
 
     def describe(self) -> str:
+        if self.missing is None:
+            return (f"resume: trial {self.trial_id}: {self.rows} result row(s) restored from {self.now} (the driver "
+                    "stopped before copying them)")
         then = f"continues from {self.now}" if self.now else "starts over (no complete checkpoint left)"
         restored = f", {self.rows} result row(s) restored from it" if self.rows else ""
         return (f"resume: trial {self.trial_id}: {self.missing} is gone (the driver stopped between deleting it "
@@ -139,14 +142,20 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     meta = json.loads(meta_json)
     manager = _decode(meta["checkpoint_manager"])
     latest = manager.latest_checkpoint_result
-    if latest is None or not _missing(fs, latest.checkpoint.path):
+    if latest is None:
         return None
     trial = json.loads(trial_json)
     storage = _decode(trial["storage"])
     # The trial's folder under *this* experiment path: Ray rewrites the stored prefix on restore when the
     # experiment has moved (Trial.set_storage), so only the trial folder's name is taken from the state.
     trial_path = f"{experiment_path}/{storage.trial_dir_name}"
+    trial_id = str(trial.get("trial_id", storage.trial_dir_name))
     missing = _base_name(latest.checkpoint.path)
+    if not _missing(fs, latest.checkpoint.path):
+        # The state is sound, but the rows up to its checkpoint may have died in the driver's staging folder
+        # (a trial's first result.json copy can come after the state file that names its checkpoint).
+        _, rows = restore_rows(fs, trial_path, missing, trial_id)
+        return (trial_json, meta_json, Repair(trial_id, None, missing, rows)) if rows else None
     on_disk = checkpoints_on_disk(fs, trial_path)
     name = choose_checkpoint(on_disk)
     chosen_index = -1 if name is None else (checkpoint_index(name) or 0)
@@ -155,7 +164,6 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     for other, _ in on_disk:
         if (checkpoint_index(other) or 0) > chosen_index:
             fs.delete_dir(f"{trial_path}/{other}")
-    trial_id = str(trial.get("trial_id", storage.trial_dir_name))
     own, rows = restore_rows(fs, trial_path, name, trial_id) if name else (None, 0)
 
     kept = [r for r in manager._checkpoint_results if r is not latest and not _missing(fs, r.checkpoint.path)]
@@ -177,7 +185,8 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
 
 def repair_checkpoint_references(experiment: str, filesystem: Any = None) -> list[Repair]:
     """Rewrite the newest experiment state of ``experiment`` (a path or URI, on ``filesystem`` when given) so
-    that no trial names a deleted checkpoint. Returns what was changed; writes nothing when nothing was."""
+    that no trial names a deleted checkpoint, and append to each trial's result.json the rows its checkpoint holds
+    past the last one logged. Returns what was changed; writes nothing when nothing was."""
     from ray.train._internal.storage import get_fs_and_path
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
