@@ -186,6 +186,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if self._pause_state.get(trial_id):
             return  # told already (a stray row after the pause)
+        if trial_id not in self._ot_trials:
+            # a trial the restored searcher never proposed: a killed driver saved the searcher before the trial
+            # began and the experiment state after; Optuna has no trial to report to (as on_trial_complete)
+            return
         value = result.get(self.metric) if isinstance(self.metric, str) else None
         if value is not None and value == value:  # NaN: a diverged trial's last row; Optuna would choke on it
             super().on_trial_result(trial_id, {**result, "training_iteration": result.get("iteration", 0)})
