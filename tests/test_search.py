@@ -102,6 +102,29 @@ def test_pruned_not_complete_bookkeeping() -> None:
     assert complete.value == 1.5
 
 
+def test_restored_searcher_ignores_a_trial_it_never_proposed(tmp_path: Path) -> None:
+    """A driver killed between saving the searcher and saving the experiment: on resume, Ray hands the restored
+    searcher results of a trial that began after the save. Optuna has no trial for it: nothing is told, nothing
+    raises, and the trials it does know are told as usual."""
+    before_kill = make_searcher(load_space("smoke"), 0)
+    assert before_kill.suggest("known")
+    state = tmp_path / "searcher-state.pkl"
+    before_kill.save(str(state))
+    assert before_kill.suggest("late")  # began after the save: the restored searcher never heard of it
+
+    restored = make_searcher(load_space("smoke"), 0)
+    restored.restore(str(state))
+    assert set(restored._ot_trials) == {"known"}
+    late = {"trial_status": "completed", "val_loss": 1.2, "iteration": 3}
+    restored.on_trial_result("late", late)  # raised KeyError before the guard
+    restored.on_trial_complete("late", late)
+    restored.on_trial_result("known", {"trial_status": "running", "val_loss": 2.0, "iteration": 1})
+    restored.on_trial_complete("known", {"trial_status": "completed", "val_loss": 1.8, "iteration": 3})
+    assert restored._ot_study is not None
+    trials = restored._ot_study.trials
+    assert [(t.state, t.value, t.intermediate_values) for t in trials] == [(TrialState.COMPLETE, 1.8, {1: 2.0})]
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_fractional_gpus_pack_four_trials(tmp_path: Path) -> None:
     # The session's Ray has one logical GPU and 2 CPUs: 0.25 GPU and 0.5 CPU per trial gives four slots.

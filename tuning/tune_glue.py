@@ -158,8 +158,13 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             del self._pause_state[trial_id]
             self._completed_trials.add(trial_id)
             return
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return super().on_trial_complete(trial_id, result, error)
+        if trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)  # Ray warns of the second completion
+        if trial_id not in self._ot_trials:
+            # a trial the restored searcher never proposed (see on_trial_result): Ray's own method would raise
+            # KeyError and fail the resumed search; Optuna has no trial to tell
+            logger.info("trial %s ended but this searcher never proposed it (resumed search); not told", trial_id)
+            return
         ot_trial = self._ot_trials[trial_id]
         study: Any = self._ot_study
         if self.constraints:
@@ -188,7 +193,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return  # told already (a stray row after the pause)
         if trial_id not in self._ot_trials:
             # a trial the restored searcher never proposed: a killed driver saved the searcher before the trial
-            # began and the experiment state after; Optuna has no trial to report to (as on_trial_complete)
+            # began and the experiment state after; Optuna has no trial to report to (nor, at the end, to tell)
             return
         value = result.get(self.metric) if isinstance(self.metric, str) else None
         if value is not None and value == value:  # NaN: a diverged trial's last row; Optuna would choke on it
