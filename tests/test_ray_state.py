@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, RESULT_FILE
-from tuning.ray_state import checkpoints_on_disk, choose_checkpoint, repair_checkpoint_references
+from tuning.ray_state import checkpoints_on_disk, choose_checkpoint, repair_checkpoint_references, repair_trial_count
 from tuning.results import parse_result_lines
 
 STATE_FILE = "experiment_state-2026-11-29_12-00-00.json"  # TuneController.CKPT_FILE_TMPL
@@ -240,3 +240,65 @@ def test_checkpoints_on_disk(tmp_path: Path) -> None:
 ])
 def test_choose_checkpoint(on_disk: list[tuple[str, bool]], expected: str | None) -> None:
     assert choose_checkpoint(on_disk) == expected
+
+
+def _search_algorithm(max_concurrent: int = 3) -> Any:
+    """Ray's SearchGenerator around Ray's ConcurrencyLimiter and our Optuna searcher, as a search builds them."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.search_generator import SearchGenerator
+
+    from tuning.spaces import load_space
+    from tuning.tune_glue import make_searcher
+
+    return SearchGenerator(ConcurrencyLimiter(make_searcher(load_space("smoke"), 0), max_concurrent=max_concurrent))
+
+
+def _saved_apart(exp: Path, listed: list[str], proposed: list[str]) -> None:
+    """What a driver killed mid-save leaves: a state file listing ``listed`` beside a search state that had
+    created (and holds live) ``proposed``, each written as TuneController.save_to_dir writes it."""
+    exp.mkdir(parents=True, exist_ok=True)
+    generator = _search_algorithm()
+    generator._total_samples = 3  # num_samples
+    for trial_id in proposed:
+        assert generator.searcher.suggest(trial_id)
+        generator._counter += 1  # SearchGenerator.create_trial's count
+    generator.save_to_dir(str(exp), session_str="2026-11-29_12-00-00")
+    trial_data = [[json.dumps({"trial_id": trial_id}), "{}"] for trial_id in listed]
+    (exp / STATE_FILE).write_text(json.dumps({"trial_data": trial_data, "runner_data": {}, "stats": {}}))
+
+
+def _restored_search(exp: Path) -> Any:
+    generator = _search_algorithm()
+    generator.restore_from_dir(str(exp))
+    return generator
+
+
+def test_a_trial_listed_but_not_counted_is_counted(tmp_path: Path) -> None:
+    # search state saved before the third trial was created, state file after: Ray would create a fourth
+    _saved_apart(tmp_path, listed=["a", "b", "c"], proposed=["a", "b"])
+    assert _restored_search(tmp_path)._counter == 2  # what Ray's restore would read
+    note = repair_trial_count(str(tmp_path))
+    assert note is not None and "trials created 2 -> 3" in note and "\n" not in note
+    restored = _restored_search(tmp_path)
+    assert restored._counter == 3 and restored.is_finished()
+    assert restored.searcher.live_trials == {"a", "b"}  # c is not held: its end frees no slot it never took
+
+
+def test_a_trial_counted_but_not_listed_frees_its_count_and_slot(tmp_path: Path) -> None:
+    # the copy to storage took the new search state but not the new state file: c is lost, and would hold a slot
+    _saved_apart(tmp_path, listed=["a", "b"], proposed=["a", "b", "c"])
+    note = repair_trial_count(f"file://{tmp_path}")  # through the experiment's file system, as --storage-path URIs
+    assert note is not None and "trials created 3 -> 2" in note and "unlisted trial(s) c" in note
+    restored = _restored_search(tmp_path)
+    assert restored._counter == 2 and not restored.is_finished()  # Ray creates the third trial again
+    assert restored.searcher.live_trials == {"a", "b"} and restored.searcher.num_unfinished_live_trials == 2
+    assert repair_trial_count(str(tmp_path)) is None  # repaired once, then they agree
+
+
+def test_agreeing_states_are_left_untouched(tmp_path: Path) -> None:
+    _saved_apart(tmp_path, listed=["a", "b"], proposed=["a", "b"])
+    search_file = next(tmp_path.glob("search_gen_state-*.json"))
+    before = search_file.read_bytes()
+    assert repair_trial_count(str(tmp_path)) is None
+    assert search_file.read_bytes() == before
+    assert repair_trial_count(str(tmp_path / "none")) is None  # no experiment there

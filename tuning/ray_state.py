@@ -21,6 +21,13 @@ written with ``TuneFunctionEncoder`` (objects it cannot encode become cloudpickl
 re-encode only the two fields we change (the trial's ``storage`` and its ``checkpoint_manager``) and leave
 every other byte as Ray wrote it. Unpickling runs code from the blobs, as Ray's own restore of the same file
 does a moment later; the file is this experiment's own state.
+
+The search algorithm's state needs the same care (:func:`repair_trial_count`). ``TuneController.save_to_dir``
+writes the state file, then the search algorithm's (``search_gen_state-*.json``: the count of trials created,
+against ``num_samples``, and the concurrency limiter's live trials), and the background copy to storage moves the
+files one by one, so a killed driver can leave the two from different moments. Ray's restore trusts both: a count
+below the trials listed starts one trial too many, a count above starts too few, and a live trial the state file
+never listed holds a concurrency slot for ever. The state file's trial list is taken as the truth.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from tuning.results import parse_result_lines
 
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # StorageContext._make_checkpoint_dir_name: f"checkpoint_{i:06d}"
 CHECKPOINT_DIR_KEY = "checkpoint_dir_name"  # ray.train.constants.CHECKPOINT_DIR_NAME, added to a result with one
+SEARCH_STATE = re.compile(r"search_gen_state-.+\.json")  # SearchGenerator.CKPT_FILE_TMPL, a cloudpickle file
 
 
 @dataclass(frozen=True)
@@ -208,3 +216,53 @@ def repair_checkpoint_references(experiment: str, filesystem: Any = None) -> lis
         with fs.open_output_stream(state_path) as stream:
             stream.write(json.dumps(state, indent=2).encode("utf-8"))
     return repairs
+
+
+def _trial_ids(state: dict[str, Any]) -> list[str]:
+    ids = []
+    for trial_json, _ in state.get("trial_data", []):
+        trial_id = json.loads(trial_json).get("trial_id")
+        if isinstance(trial_id, str):
+            ids.append(trial_id)
+    return ids
+
+
+def repair_trial_count(experiment: str, filesystem: Any = None) -> str | None:
+    """Make the newest search-algorithm state of ``experiment`` agree with its newest experiment state: the count
+    of trials created is the number of trials listed, and no concurrency limiter holds a trial that is not listed
+    (see the module's docstring). Returns what was changed, or None; writes nothing when they agree."""
+    import pyarrow.fs
+    from ray import cloudpickle
+    from ray.train._internal.storage import get_fs_and_path
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    fs, experiment_path = get_fs_and_path(experiment, filesystem)
+    state_path = _find_newest_experiment_checkpoint(experiment_path, fs=fs)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(experiment_path, allow_not_found=True))
+    names = sorted(i.base_name for i in infos
+                   if i.type == pyarrow.fs.FileType.File and SEARCH_STATE.fullmatch(i.base_name))
+    if state_path is None or not names:
+        return None
+    with fs.open_input_stream(state_path) as stream:
+        listed = _trial_ids(json.loads(stream.read().decode("utf-8")))
+    search_path = f"{experiment_path}/{names[-1]}"  # the one Ray restores: _load_newest_checkpoint takes the max
+    with fs.open_input_stream(search_path) as stream:
+        search = cloudpickle.loads(stream.read())
+    changes = []
+    if int(search.get("counter", len(listed))) != len(listed):
+        changes.append(f"trials created {search['counter']} -> {len(listed)}")
+        search["counter"] = len(listed)
+    for key, wrapper in search.items():
+        live = wrapper.get("live_trials") if key.startswith("name:") and isinstance(wrapper, dict) else None
+        lost = sorted(set(live) - set(listed)) if isinstance(live, set) else []
+        if lost:
+            live.difference_update(lost)
+            if isinstance(wrapper.get("num_unfinished_live_trials"), int):
+                wrapper["num_unfinished_live_trials"] = max(0, wrapper["num_unfinished_live_trials"] - len(lost))
+            changes.append(f"{key[5:]} no longer holds a slot for unlisted trial(s) {', '.join(lost)}")
+    if not changes:
+        return None
+    with fs.open_output_stream(search_path) as stream:  # whole, as in repair_checkpoint_references
+        stream.write(cloudpickle.dumps(search))
+    return ("resume: the driver stopped between saving its trial list and its search state; search state "
+            f"repaired ({'; '.join(changes)})")

@@ -364,10 +364,12 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     )
     storage_path, filesystem = ray_storage(plan.storage)
     if args.resume:
-        from tuning.ray_state import repair_checkpoint_references
+        from tuning.ray_state import repair_checkpoint_references, repair_trial_count
 
         for repair in repair_checkpoint_references(f"{storage_path}/{plan.name}", filesystem):
             print(repair.describe(), file=sys.stderr)
+        if (count := repair_trial_count(f"{storage_path}/{plan.name}", filesystem)) is not None:
+            print(count, file=sys.stderr)
         return tune.Tuner.restore(f"{storage_path}/{plan.name}", trainable=runnable, storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True)
     metric = space.objective.metric
