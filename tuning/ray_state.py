@@ -254,8 +254,9 @@ def repair_trial_count(experiment: str, filesystem: Any = None) -> str | None:
         search["counter"] = len(listed)
     for key, wrapper in search.items():
         live = wrapper.get("live_trials") if key.startswith("name:") and isinstance(wrapper, dict) else None
-        lost = sorted(set(live) - set(listed)) if isinstance(live, set) else []
-        if lost:
+        if not isinstance(live, set):
+            continue
+        if lost := sorted(live - set(listed)):
             live.difference_update(lost)
             if isinstance(wrapper.get("num_unfinished_live_trials"), int):
                 wrapper["num_unfinished_live_trials"] = max(0, wrapper["num_unfinished_live_trials"] - len(lost))
