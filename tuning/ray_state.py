@@ -191,19 +191,25 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     return json.dumps(trial, indent=2), json.dumps(meta, indent=2), Repair(trial_id, missing, name, rows)
 
 
-def repair_checkpoint_references(experiment: str, filesystem: Any = None) -> list[Repair]:
-    """Rewrite the newest experiment state of ``experiment`` (a path or URI, on ``filesystem`` when given) so
-    that no trial names a deleted checkpoint, and append to each trial's result.json the rows its checkpoint holds
-    past the last one logged. Returns what was changed; writes nothing when nothing was."""
+def _newest_state(experiment: str, filesystem: Any) -> tuple[Any, str, dict[str, Any] | None, str | None]:
+    """The experiment's file system, its path there, its newest experiment state (decoded) and that file's path;
+    no state and no path when the experiment has none yet."""
     from ray.train._internal.storage import get_fs_and_path
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
     fs, experiment_path = get_fs_and_path(experiment, filesystem)
     state_path = _find_newest_experiment_checkpoint(experiment_path, fs=fs)
-    if state_path is None:
+    text = _read_text(fs, state_path) if state_path is not None else None
+    return fs, experiment_path, (json.loads(text) if text is not None else None), state_path
+
+
+def repair_checkpoint_references(experiment: str, filesystem: Any = None) -> list[Repair]:
+    """Rewrite the newest experiment state of ``experiment`` (a path or URI, on ``filesystem`` when given) so
+    that no trial names a deleted checkpoint, and append to each trial's result.json the rows its checkpoint holds
+    past the last one logged. Returns what was changed; writes nothing when nothing was."""
+    fs, experiment_path, state, state_path = _newest_state(experiment, filesystem)
+    if state is None or state_path is None:
         return []
-    with fs.open_input_stream(state_path) as stream:
-        state = json.loads(stream.read().decode("utf-8"))
     repairs = []
     for pair in state.get("trial_data", []):
         fixed = _repair_trial(fs, experiment_path, pair[0], pair[1])
@@ -233,18 +239,14 @@ def repair_trial_count(experiment: str, filesystem: Any = None) -> str | None:
     (see the module's docstring). Returns what was changed, or None; writes nothing when they agree."""
     import pyarrow.fs
     from ray import cloudpickle
-    from ray.train._internal.storage import get_fs_and_path
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
-    fs, experiment_path = get_fs_and_path(experiment, filesystem)
-    state_path = _find_newest_experiment_checkpoint(experiment_path, fs=fs)
+    fs, experiment_path, state, _ = _newest_state(experiment, filesystem)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(experiment_path, allow_not_found=True))
     names = sorted(i.base_name for i in infos
                    if i.type == pyarrow.fs.FileType.File and SEARCH_STATE.fullmatch(i.base_name))
-    if state_path is None or not names:
+    if state is None or not names:
         return None
-    with fs.open_input_stream(state_path) as stream:
-        listed = _trial_ids(json.loads(stream.read().decode("utf-8")))
+    listed = _trial_ids(state)
     search_path = f"{experiment_path}/{names[-1]}"  # the one Ray restores: _load_newest_checkpoint takes the max
     with fs.open_input_stream(search_path) as stream:
         search = cloudpickle.loads(stream.read())

@@ -366,11 +366,12 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     if args.resume:
         from tuning.ray_state import repair_checkpoint_references, repair_trial_count
 
-        for repair in repair_checkpoint_references(f"{storage_path}/{plan.name}", filesystem):
+        experiment = f"{storage_path}/{plan.name}"
+        for repair in repair_checkpoint_references(experiment, filesystem):
             print(repair.describe(), file=sys.stderr)
-        if (count := repair_trial_count(f"{storage_path}/{plan.name}", filesystem)) is not None:
+        if (count := repair_trial_count(experiment, filesystem)) is not None:
             print(count, file=sys.stderr)
-        return tune.Tuner.restore(f"{storage_path}/{plan.name}", trainable=runnable, storage_filesystem=filesystem,
+        return tune.Tuner.restore(experiment, trainable=runnable, storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True)
     metric = space.objective.metric
     scheduler = make_scheduler(plan)
