@@ -224,10 +224,16 @@ def grid_space(data: Mapping[str, Any], quick: bool = False) -> dict[str, Any]:
 
 
 def mo_space(data: Mapping[str, Any], sampler: str, scheduler: str,
-             scheduler_metric: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The space with the accuracy/FLOPs objectives, a sampler and a scheduler (ranking by scheduler_metric)."""
-    out = {k: v for k, v in data.items() if k not in ("objective", "objectives", "scheduler_metric")}
-    extra = {"scheduler_metric": dict(scheduler_metric)} if scheduler_metric else {}
+             scheduler_metric: Mapping[str, str] | None = None, cost_anchor: bool = True) -> dict[str, Any]:
+    """The space with the accuracy/FLOPs objectives, a sampler and a scheduler (ranking by scheduler_metric).
+
+    A model-based sampler's space says ``cost_anchor`` outright (:mod:`tuning.anchor`), so that a record of a search
+    with the anchor and one without have different keys (the space text's hash); random search never anchors.
+    """
+    out = {k: v for k, v in data.items() if k not in ("objective", "objectives", "scheduler_metric", "cost_anchor")}
+    extra: dict[str, Any] = {"scheduler_metric": dict(scheduler_metric)} if scheduler_metric else {}
+    if sampler != "random":
+        extra["cost_anchor"] = cost_anchor
     return {**out, "sampler": sampler, "scheduler": scheduler, **extra,
             "objectives": [{"metric": m, "mode": d} for m, d in MO_OBJECTIVES.items()]}
 
@@ -523,10 +529,11 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     prefix = "quick-" if args.quick else ""
     name, data = read_space_yaml(space)
     spaces = {
-        "mo-asha": mo_space(data, args.sampler, "asha"),
-        "mo-promotion": mo_space(data, args.sampler, "asha_promotion"),
-        "asha-loss": mo_space(data, args.sampler, "asha_first", scheduler_metric={"metric": "val_loss", "mode": "min"}),
-        "asha-first": mo_space(data, args.sampler, "asha_first"),
+        "mo-asha": mo_space(data, args.sampler, "asha", cost_anchor=args.cost_anchor),
+        "mo-promotion": mo_space(data, args.sampler, "asha_promotion", cost_anchor=args.cost_anchor),
+        "asha-loss": mo_space(data, args.sampler, "asha_first", scheduler_metric={"metric": "val_loss", "mode": "min"},
+                              cost_anchor=args.cost_anchor),
+        "asha-first": mo_space(data, args.sampler, "asha_first", cost_anchor=args.cost_anchor),
         "mo-random": mo_space(data, "random", "none"),
     }
     files = {m: str(write_space(out, f"{prefix}{name}-{m}", spaces[m])) for m in args.mo_methods}
@@ -649,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"of {','.join(MO_METHODS)})")
     mo.add_argument("--sampler", choices=("nsga2", "tpe"), default="nsga2",
                     help="sampler of the two ASHA methods (default nsga2)")
+    mo.add_argument("--no-cost-anchor", dest="cost_anchor", action="store_false",
+                    help="the methods with a model-based sampler do not train the cheapest model first "
+                         "(tuning.anchor; the records before 2026-12-01 06:30 UTC are of such searches)")
     return parser
 
 

@@ -51,7 +51,7 @@ SEARCHABLE = (
 )
 TOP_KEYS = ("description", "corpus", "normalize_whitespace", "num_samples", "sampler", "seed", "objective",
             "objectives", "constraints",
-            "budget", "scheduler", "scheduler_metric", "params")
+            "budget", "scheduler", "scheduler_metric", "cost_anchor", "params")
 BUDGET_KEYS = ("chars_per_iter", "max_iters", "grace_iters", "reduction_factor")
 DIST_KEYS = {
     "int": ("type", "low", "high", "log", "step"),
@@ -162,6 +162,8 @@ class SearchSpace:
     scheduler_metric: Objective | None = None
     params: tuple[Param, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
+    # A multi-objective search that minimises a pre-training cost trains the cheapest model first (tuning.anchor)
+    cost_anchor: bool = True
 
     @property
     def objective(self) -> Objective:
@@ -415,6 +417,9 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     normalize = data.get("normalize_whitespace", False)
     if not isinstance(normalize, bool):
         check.fail("normalize_whitespace", normalize, "true or false")
+    cost_anchor = data.get("cost_anchor", True)
+    if not isinstance(cost_anchor, bool):
+        check.fail("cost_anchor", cost_anchor, "true or false")
     description = data.get("description", "")
     if not isinstance(description, str):
         check.fail("description", description, "a string")
@@ -434,6 +439,7 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
         scheduler_metric=scheduler_metric,
         params=tuple(params),
         fixed=fixed,
+        cost_anchor=cost_anchor,
     )
     _check_against_trainer(check, space)
     return space

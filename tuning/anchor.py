@@ -1,0 +1,68 @@
+"""The cost anchor: a multi-objective search that minimises a model's cost trains the space's cheapest model first.
+
+A front of accuracy against cost is bounded on its cheap side by the smallest model the space allows, and that model
+is the one a sampler is least likely to draw (every size parameter must sit at its low end at once). Training it
+first tells the user at once what the floor of the trade-off is (and it costs the least wall time of any trial),
+and it gives the sampler and MO-ASHA's rungs a point at the cheap end from the start. Evaluating a design's extreme
+points first is common in multi-objective optimisation (e.g. the "extreme points" of Deb et al. 2002's NSGA-II,
+kept by their infinite crowding distance).
+
+Only the parameters that change the model's size are fixed; the rest (learning rate, dropout, sequence length,
+batch size, …) the sampler draws as for any trial, so the anchor is the cheapest *architecture*, trained the way the
+search would train it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuning.config import TrainConfig
+from tuning.errors import UserError
+from tuning.model import CharLM, count_parameters
+from tuning.spaces import SearchSpace
+
+# Costs a trial knows before it trains (tuning.complexity): the anchor applies when one of them is minimised.
+# inference_latency_ms is measured at the end of a trial, and depends on the machine, so it does not count.
+PRETRAINING_COSTS = ("flops_per_char", "train_flops_per_char", "macs_per_char", "params")
+# Any vocabulary orders the architectures the same way (it only scales the embedding and the output layer);
+# Tiny Shakespeare's 65 characters keep the sizes realistic.
+_VOCAB = 65
+
+
+def wants_anchor(space: SearchSpace) -> bool:
+    """Whether a search of ``space`` starts with its cheapest model: several objectives, one of them a pre-training
+    cost minimised, a model-based sampler (``random`` stays an unbiased sample, ``grid`` a grid) and the space's
+    ``cost_anchor`` left on."""
+    return (space.cost_anchor and space.is_multi_objective and space.sampler in ("tpe", "nsga2")
+            and any(o.metric in PRETRAINING_COSTS and o.mode == "min" for o in space.objectives))
+
+
+def _size(config: dict[str, Any]) -> int | None:
+    try:
+        return count_parameters(CharLM(TrainConfig.from_dict(config).model_config(_VOCAB)))
+    except (UserError, ValueError):  # a combination the trainer refuses: not a candidate
+        return None
+
+
+def cheapest_point(space: SearchSpace) -> dict[str, Any]:
+    """The size-setting parameters of the space's smallest model, e.g. ``{cell: rnn, hidden_size: 32, …}``.
+
+    Size is the parameter count. It orders these models as their FLOPs do: every weight outside the embedding is one
+    multiply-accumulate per character (:func:`tuning.complexity.recurrent_macs_per_step`), and the embedding grows
+    with ``embed_dim`` as the first layer's input weights do. Coordinate by coordinate, in the space's order, each
+    parameter takes the bound (or choice) that makes the model smallest, the others at their low bounds or at the
+    values chosen before it; a parameter whose bounds give the same size (learning rate, dropout, ``seq_len``, …)
+    is left out, for the sampler.
+    Pure: builds a few models on the CPU, trains nothing.
+    """
+    base = {**space.base_config(), **{p.name: p.corners()[0] for p in space.params}}
+    point: dict[str, Any] = {}
+    for param in space.params:
+        sizes = {i: _size({**base, param.name: value}) for i, value in enumerate(param.corners())}
+        known = {i: s for i, s in sizes.items() if s is not None}
+        if len(set(known.values())) < 2:
+            continue  # the size does not depend on it
+        best = param.corners()[min(known, key=lambda i: (known[i], i))]
+        point[param.name] = best
+        base[param.name] = best
+    return point
