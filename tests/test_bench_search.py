@@ -132,6 +132,13 @@ def test_space_copies_load(tmp_path: Path) -> None:
         bs.write_space(tmp_path, "r", bs.random_space(data)).read_text()
     mo = load_space(str(bs.write_space(tmp_path, "m", bs.mo_space(data, "nsga2", "asha"))))
     assert [(o.metric, o.mode) for o in mo.objectives] == [("val_acc_last", "max"), ("train_flops_per_char", "min")]
+    # the cost anchor is said outright, so searches with and without it have different record keys; random search
+    # never anchors, so its space (and records) do not change with the flag
+    assert mo.cost_anchor and "cost_anchor: true" in (tmp_path / "spaces" / "m.yaml").read_text()
+    plain = bs.write_space(tmp_path, "m0", bs.mo_space(data, "nsga2", "asha", cost_anchor=False)).read_text()
+    assert "cost_anchor: false" in plain
+    assert "cost_anchor" not in bs.write_space(tmp_path, "r0", bs.mo_space(data, "random", "none")).read_text()
+    assert bs.mo_space(data, "random", "none", cost_anchor=False) == bs.mo_space(data, "random", "none")
     # the (b): the same objectives, Ray's single-objective ASHA ranking by val_loss
     loss = load_space(str(bs.write_space(tmp_path, "l", bs.mo_space(data, "tpe", "asha_first",
                                                                       {"metric": "val_loss", "mode": "min"}))))

@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuning import search
+from tuning.anchor import cheapest_point
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
 from tuning.ray_state import checkpoint_index
@@ -378,6 +379,14 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     study = _optuna_study(space, exp)
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
+    # flops_per_char is minimised: the cost anchor made the first trial the space's cheapest model
+    anchor = cheapest_point(load_space(str(space)))
+    assert anchor == {"cell": "rnn", "hidden_size": 16}
+    first = min(study.trials, key=lambda t: t.number).params
+    assert {k: first[k] for k in anchor} == anchor
+    assert "The first trial was the space's cheapest model (cost anchor: cell rnn, hidden_size 16)" in report
+    assert trials["params"].min() == trials.loc[(trials["cell"] == "rnn") & (trials["hidden_size"] == 16),
+                                                "params"].min()
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -329,6 +329,7 @@ INVALID: dict[str, tuple[Any, str, str]] = {
     "scheduler_metric without ASHA": (changed(lambda d: d.update(scheduler="none", scheduler_metric={})),
                                       "scheduler_metric", "{}"),
     "unknown sampler": (changed(lambda d: d.update(sampler="cmaes")), "sampler", "'cmaes'"),
+    "cost_anchor not a bool": (changed(lambda d: d.update(cost_anchor="off")), "cost_anchor", "'off'"),
     "missing params": (changed(lambda d: d.pop("params")), "params", "None"),
     "malformed YAML": ("params: [unclosed\n", "malformed YAML", "line 2"),
     "non-UTF-8 bytes": (b"description: caf\xe9\nparams:\n  cell: {type: categorical, choices: [rnn]}\n\xff\xfe\n",

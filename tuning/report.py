@@ -324,6 +324,10 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
                 + ", ".join(f"{k} {fmt(v)}" for k, v in (hv_reference(done, objectives) if len(done) else {}).items())
                 + ")" + (f"; {', '.join(log_axes(objectives))} on a log10 axis (decades), as above"
                          if log_axes(objectives) else "") + ".", ""]
+        if meta.get("cost_anchor"):
+            out += ["The first trial was the space's cheapest model (cost anchor: "
+                    + ", ".join(f"{k} {v}" for k, v in meta["cost_anchor"].items()) + "), the cheap end of the front.",
+                    ""]
         front = pareto.pareto_front(done, objectives) if len(done) else done
         out += [md_table(front, TRIAL_COLUMNS), "",
                 md_table(t.hv_trace, {"trial_id": ("completed trial", ""), "wall_s": ("wall s", ""),

@@ -318,6 +318,7 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
         sampler=space.sampler,
         scheduler=space.scheduler,
         scheduler_metric=asdict(space.scheduler_metric) if space.scheduler_metric else None,
+        cost_anchor=cheapest_point(space) if wants_anchor(space) else None,
         budget=asdict(space.budget),
         num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
         seed=plan.seed,

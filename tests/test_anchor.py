@@ -1,0 +1,85 @@
+"""Tests for tuning.anchor: which searches start with the cheapest model, and that it is the cheapest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuning import search
+from tuning.anchor import cheapest_point, wants_anchor
+from tuning.config import TrainConfig
+from tuning.model import CharLM, count_parameters
+from tuning.spaces import Objective, load_space, optuna_distributions
+from tuning.tune_glue import make_searcher
+
+HERE = Path(__file__).parent
+ACC, FLOPS = Objective("val_acc_last", "max"), Objective("train_flops_per_char", "min")
+
+
+def _size(space_config: dict[str, object]) -> int:
+    return count_parameters(CharLM(TrainConfig.from_dict(space_config).model_config(65)))
+
+
+def test_cheapest_point_of_the_builtin_spaces() -> None:
+    # every size parameter at the end that makes the model smallest; lr, dropout, seq_len, batch size left free
+    assert cheapest_point(load_space("shakespeare")) == {
+        "cell": "rnn", "embed_dim": 16, "hidden_size": 32, "num_layers": 1, "head_depth": 0}
+    assert cheapest_point(load_space("smoke")) == {"cell": "rnn", "hidden_size": 16}
+
+
+def test_no_sampled_model_is_smaller_than_the_anchor() -> None:
+    space = load_space("shakespeare")
+    point = cheapest_point(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    distributions = optuna_distributions(space)
+    for _ in range(200):
+        sampled = study.ask(distributions).params
+        config = {**space.base_config(), **sampled}
+        assert _size({**config, **point}) <= _size(config), sampled
+
+
+def test_which_searches_anchor() -> None:
+    shakespeare = load_space("shakespeare")
+    mo = replace(shakespeare, objectives=(ACC, FLOPS))
+    assert wants_anchor(mo)
+    assert wants_anchor(replace(mo, sampler="nsga2"))
+    assert wants_anchor(replace(mo, objectives=(Objective("val_loss", "min"), Objective("params", "min"))))
+    assert not wants_anchor(shakespeare)  # one objective: the cheapest model is no answer to it
+    assert not wants_anchor(replace(mo, cost_anchor=False))
+    assert not wants_anchor(replace(mo, sampler="random"))  # random search stays an unbiased sample
+    assert not wants_anchor(replace(mo, objectives=(ACC, Objective("val_loss", "min"))))  # no cost objective
+    assert not wants_anchor(replace(mo, objectives=(ACC, Objective("params", "max"))))  # a cost, but maximised
+    assert not wants_anchor(replace(mo, objectives=(ACC, Objective("inference_latency_ms", "min"))))  # known late
+
+
+def test_the_searchers_first_trial_is_the_anchor_and_the_rest_are_drawn() -> None:
+    space = replace(load_space("shakespeare"), objectives=(ACC, FLOPS))
+    point = cheapest_point(space)
+    searcher = make_searcher(space, 1)
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert first is not None and second is not None
+    assert {k: first[k] for k in point} == point
+    assert set(first) == set(second)  # the free parameters drawn by the sampler as for any trial
+    assert {k: second[k] for k in point} != point
+    plain = make_searcher(replace(space, cost_anchor=False), 1).suggest("t1")
+    assert plain is not None and {k: plain[k] for k in point} != point
+
+
+def test_no_cost_anchor_flag(tmp_path: Path) -> None:
+    def plan(*flags: str) -> search.Plan:
+        args = ["--space", str(HERE / "spaces" / "multi.yaml"), "--storage-path", str(tmp_path), *flags]
+        return search.make_plan(search.build_parser().parse_args(args))
+
+    assert wants_anchor(plan().space)
+    assert not plan("--no-cost-anchor").space.cost_anchor
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_cost_anchor_in_yaml(tmp_path: Path, value: bool) -> None:
+    text = (HERE / "spaces" / "multi.yaml").read_text()
+    path = tmp_path / "anchor.yaml"
+    path.write_text(text + f"cost_anchor: {str(value).lower()}\n")
+    assert load_space(str(path)).cost_anchor is value
