@@ -3,9 +3,9 @@
 A front of accuracy against cost is bounded on its cheap side by the smallest model the space allows, and that model
 is the one a sampler is least likely to draw (every size parameter must sit at its low end at once). Training it
 first tells the user at once what the floor of the trade-off is (and it costs the least wall time of any trial),
-and it gives the sampler and MO-ASHA's rungs a point at the cheap end from the start. Evaluating a design's extreme
-points first is common in multi-objective optimisation (e.g. the "extreme points" of Deb et al. 2002's NSGA-II,
-kept by their infinite crowding distance).
+and it gives the sampler and MO-ASHA's rungs a point at the cheap end from the start. It is the cost objective's own
+optimum, an "anchor point" of the front in Das and Dennis's (1998) normal-boundary intersection; NSGA-II likewise
+always keeps a front's extreme points (their crowding distance is infinite, Deb et al. 2002).
 
 Only the parameters that change the model's size are fixed; the rest (learning rate, dropout, sequence length,
 batch size, …) the sampler draws as for any trial, so the anchor is the cheapest *architecture*, trained the way the

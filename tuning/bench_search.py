@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampler of the two ASHA methods (default nsga2)")
     mo.add_argument("--no-cost-anchor", dest="cost_anchor", action="store_false",
                     help="the methods with a model-based sampler do not train the cheapest model first "
-                         "(tuning.anchor; the records before 2026-12-01 06:30 UTC are of such searches)")
+                         "(tuning.anchor; the records made before 2026-12-01 05:42 UTC are of such searches)")
     return parser
 
 
