@@ -200,3 +200,25 @@ def test_efficiency_methods_flag() -> None:
     for bad in ("default,grid", "default,bogus", ""):
         with pytest.raises(SystemExit):
             parser.parse_args(["efficiency", "--methods", bad])
+
+
+def test_multiobjective_table_from_the_committed_records(tmp_path: Path) -> None:
+    """The whole command over real records (the 45-minute runs without the cost anchor, seed 1), run nothing: with
+    its own reference point, and with another table's given by --reference-flops."""
+    records = Path(__file__).resolve().parent.parent / "benchmarks" / "records"
+    args = ["multiobjective", "--budget-s", "2700", "--seeds", "1", "--sampler", "tpe", "--methods",
+            "mo-asha,mo-random", "--records", str(records), "--recorded-only", "--no-cost-anchor"]
+    assert bs.main([*args, "--out", str(tmp_path / "own")]) == 0
+    own = (tmp_path / "own" / "multiobjective.md").read_text()
+    assert "Taken from benchmark records" in own and "(1.1 × the largest of any completed trial of any run)" in own
+    assert bs.main([*args, "--out", str(tmp_path / "given"), "--reference-flops", "3e5"]) == 0
+    given = (tmp_path / "given" / "multiobjective.md").read_text()
+    assert "train_flops_per_char 300 k (given by --reference-flops" in given
+
+    def final_hv(text: str, method: str) -> float:
+        match = re.search(rf"^\| {method}: [^|]* \| ([0-9.]+) \|", text, re.MULTILINE)
+        assert match, text
+        return float(match.group(1))
+
+    # a smaller reference box: fewer decades of FLOPs, and the trials above 300 k FLOPs per character add nothing
+    assert 0 < final_hv(given, "mo-asha") < final_hv(own, "mo-asha")

@@ -456,8 +456,10 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
 
 def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Sequence[str], space: str,
               budget_s: float, seeds: Sequence[int], sampler: str, plot_name: str, quick: bool,
-              log_flops: bool = True, sources: Mapping[str, str] | None = None) -> str:
+              log_flops: bool = True, sources: Mapping[str, str] | None = None, reference_given: bool = False) -> str:
     lines = opening_lines("Multi-objective search: hypervolume of the accuracy/FLOPs front", argv, quick, sources)
+    origin = ("given by --reference-flops, another table's point, so that the two compare; a completed trial above "
+              "it adds nothing" if reference_given else "1.1 × the largest of any completed trial of any run")
     lines += [
         f"Space `{space}` with objectives {ACCURACY} (max) and {FLOPS} (min); sampler `{sampler}` for every method but "
         f"mo-random; the same wall budget of {budget_s:g} s per method and seed (seeds {', '.join(map(str, seeds))}). "
@@ -466,7 +468,7 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
         f"(accuracy × {'decades of FLOPs' if log_flops else 'FLOPs'}"
         f"{'; the linear figure is a column for comparison' if log_flops else ''}). "
         f"One reference point for every run: accuracy {reference[ACCURACY]:g}, "
-        f"{FLOPS} {fmt_si(reference[FLOPS])} (1.1 × the largest of any completed trial of any run). "
+        f"{FLOPS} {fmt_si(reference[FLOPS])} ({origin}). "
         "\"To random's HV\" is the compute at which a method's hypervolume first reached the final hypervolume of "
         "random search with the same seed; \"random's HV at ⅓ its compute\" is the share of that hypervolume a "
         "method's front held once it had trained a third of what random search had trained when it got there (the "
@@ -538,7 +540,8 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     files = {m: str(write_space(out, f"{prefix}{name}-{m}", spaces[m])) for m in args.mo_methods}
     loaded, sources = run_methods(args, files, args.mo_methods, seeds, budget, prefix)
-    reference = common_reference(t for t, _ in loaded.values())
+    reference = ({ACCURACY: 0.0, FLOPS: args.reference_flops} if args.reference_flops
+                 else common_reference(t for t, _ in loaded.values()))
     log_flops = args.flops_axis == "log"
     hv_curves, counts, totals, linear = {}, {}, {}, {}
     for key, (trials, history) in loaded.items():
@@ -551,7 +554,7 @@ def cmd_multiobjective(args: argparse.Namespace, argv: Sequence[str]) -> int:
     stem = f"multiobjective{'-quick' if args.quick else ''}"
     plot_mo(hv_curves, out / f"{stem}.png", log_flops)
     text = render_mo(rows, reference, argv, space, budget, seeds, args.sampler, f"{stem}.png", args.quick,
-                     log_flops, sources)
+                     log_flops, sources, reference_given=bool(args.reference_flops))
     atomic_write_text(out / f"{stem}.md", text)
     print(text)
     log(f"written: {out / f'{stem}.md'}")
@@ -656,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"of {','.join(MO_METHODS)})")
     mo.add_argument("--sampler", choices=("nsga2", "tpe"), default="nsga2",
                     help="sampler of the two ASHA methods (default nsga2)")
+    mo.add_argument("--reference-flops", type=_positive, default=None,
+                    help="the hypervolume's FLOPs reference point (default 1.1 × the largest completed trial of the "
+                         "runs in the table): give another table's to compare the two")
     mo.add_argument("--no-cost-anchor", dest="cost_anchor", action="store_false",
                     help="the methods with a model-based sampler do not train the cheapest model first "
                          "(tuning.anchor; the records made before 2026-12-01 05:42 UTC are of such searches)")
