@@ -43,7 +43,8 @@ def test_no_sampled_model_is_smaller_than_the_anchor() -> None:
 
 def test_which_searches_anchor() -> None:
     shakespeare = load_space("shakespeare")
-    mo = replace(shakespeare, objectives=(ACC, FLOPS))
+    mo = replace(shakespeare, objectives=(ACC, FLOPS), cost_anchor=True)
+    assert not wants_anchor(replace(mo, cost_anchor=False))  # off unless asked for
     assert wants_anchor(mo)
     assert wants_anchor(replace(mo, sampler="nsga2"))
     assert wants_anchor(replace(mo, objectives=(Objective("val_loss", "min"), Objective("params", "min"))))
@@ -56,7 +57,7 @@ def test_which_searches_anchor() -> None:
 
 
 def test_the_searchers_first_trial_is_the_anchor_and_the_rest_are_drawn() -> None:
-    space = replace(load_space("shakespeare"), objectives=(ACC, FLOPS))
+    space = replace(load_space("shakespeare"), objectives=(ACC, FLOPS), cost_anchor=True)
     point = cheapest_point(space)
     searcher = make_searcher(space, 1)
     first, second = searcher.suggest("t1"), searcher.suggest("t2")
@@ -68,13 +69,13 @@ def test_the_searchers_first_trial_is_the_anchor_and_the_rest_are_drawn() -> Non
     assert plain is not None and {k: plain[k] for k in point} != point
 
 
-def test_no_cost_anchor_flag(tmp_path: Path) -> None:
+def test_cost_anchor_flag(tmp_path: Path) -> None:
     def plan(*flags: str) -> search.Plan:
         args = ["--space", str(HERE / "spaces" / "multi.yaml"), "--storage-path", str(tmp_path), *flags]
         return search.make_plan(search.build_parser().parse_args(args))
 
-    assert wants_anchor(plan().space)
-    assert not plan("--no-cost-anchor").space.cost_anchor
+    assert not plan().space.cost_anchor and not wants_anchor(plan().space)  # off by default
+    assert wants_anchor(plan("--cost-anchor").space)
 
 
 @pytest.mark.parametrize("value", [True, False])

@@ -224,7 +224,7 @@ def grid_space(data: Mapping[str, Any], quick: bool = False) -> dict[str, Any]:
 
 
 def mo_space(data: Mapping[str, Any], sampler: str, scheduler: str,
-             scheduler_metric: Mapping[str, str] | None = None, cost_anchor: bool = True) -> dict[str, Any]:
+             scheduler_metric: Mapping[str, str] | None = None, cost_anchor: bool = False) -> dict[str, Any]:
     """The space with the accuracy/FLOPs objectives, a sampler and a scheduler (ranking by scheduler_metric).
 
     A model-based sampler's space says ``cost_anchor`` outright (:mod:`tuning.anchor`), so that a record of a search
@@ -662,9 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--reference-flops", type=_positive, default=None,
                     help="the hypervolume's FLOPs reference point (default 1.1 × the largest completed trial of the "
                          "runs in the table): give another table's to compare the two")
-    mo.add_argument("--no-cost-anchor", dest="cost_anchor", action="store_false",
-                    help="the methods with a model-based sampler do not train the cheapest model first "
-                         "(tuning.anchor; the records made before 2026-12-01 05:42 UTC are of such searches)")
+    mo.add_argument("--cost-anchor", action="store_true",
+                    help="the methods with a model-based sampler train the cheapest model first (tuning.anchor)")
     return parser
 
 

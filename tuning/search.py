@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
     p.add_argument("--objectives", help="several objectives, e.g. val_loss:min,flops_per_char:min (multi-objective "
                                         "search: Optuna's NSGA-II/MO-TPE and the Pareto-aware MO-ASHA scheduler)")
-    p.add_argument("--no-cost-anchor", dest="cost_anchor", action="store_false",
-                   help="with a cost objective (FLOPs, MACs, params) minimised, do not train the space's cheapest "
-                        "model first (the space's cost_anchor: false)")
+    p.add_argument("--cost-anchor", action="store_true",
+                   help="with a cost objective (FLOPs, MACs, params) minimised, train the space's cheapest model "
+                        "first (the space's cost_anchor: true)")
     p.add_argument("--max-flops-per-char", type=float, help="constraint: forward FLOPs per character at most this")
     p.add_argument("--max-params", type=float, help="constraint: parameters at most this")
     p.add_argument("--max-inference-ms", type=float, help="constraint: inference latency (ms) at most this")
@@ -156,8 +156,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if space.scheduler_metric and not space.uses_rays_asha:
             raise UserError(f"--objectives={args.objectives} is invalid with {space.source}: its scheduler_metric "
                             "needs one objective, or scheduler asha_first (MO-ASHA ranks by the objectives)")
-    if not args.cost_anchor:
-        space = replace(space, cost_anchor=False)
+    if args.cost_anchor:
+        space = replace(space, cost_anchor=True)
     constraints = dict(space.constraints)
     for flag, metric in (("max_flops_per_char", "flops_per_char"), ("max_params", "params"),
                          ("max_inference_ms", "inference_latency_ms")):
@@ -437,7 +437,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"warning: {advice}", file=sys.stderr)
     if wants_anchor(plan.space) and not args.resume:
         point = ", ".join(f"{k}={v}" for k, v in cheapest_point(plan.space).items())
-        print(f"cost anchor: the first trial is the space's cheapest model ({point}); --no-cost-anchor skips it",
+        print(f"cost anchor: the first trial is the space's cheapest model ({point})",
               file=sys.stderr)
     start_ray(args)
     slots = plan_resources(args)
