@@ -33,8 +33,8 @@ def wants_anchor(space: SearchSpace) -> bool:
     """Whether a search of ``space`` starts with its cheapest model: several objectives, one of them a pre-training
     cost minimised, a model-based sampler (``random`` stays an unbiased sample, ``grid`` a grid) and the space's
     ``cost_anchor`` on (``--cost-anchor``). Off by default: in the 45-minute multi-objective benchmark
-    (benchmarks/multiobjective-anchor-2700s.md) the anchored searches reached random search's final front at once
-    when the anchor alone beat it, but then completed far fewer trials and ended with lower fronts."""
+    (benchmarks/multiobjective-anchor-2700s.md) the anchored search reached random search's final front at once on
+    the seed where the anchor alone beat it, but on another it completed 2 trials and ended below random search."""
     return (space.cost_anchor and space.is_multi_objective and space.sampler in ("tpe", "nsga2")
             and any(o.metric in PRETRAINING_COSTS and o.mode == "min" for o in space.objectives))
 

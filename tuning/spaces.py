@@ -163,7 +163,7 @@ class SearchSpace:
     params: tuple[Param, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
     # A multi-objective search that minimises a pre-training cost trains the cheapest model first (tuning.anchor);
-    # off by default: in the 45-minute benchmark it left MO-TPE with fewer completed trials and a lower front
+    # off by default: in the 45-minute benchmark one seed in three ended below random search with it
     cost_anchor: bool = False
 
     @property
