@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from tuning import search
-from tuning.anchor import cheapest_point, wants_anchor
+from tuning.anchor import anchor_point, cheapest_point, wants_anchor
 from tuning.config import TrainConfig
 from tuning.model import CharLM, count_parameters
 from tuning.spaces import Objective, load_space, optuna_distributions
@@ -49,7 +49,7 @@ def test_which_searches_anchor() -> None:
     assert wants_anchor(replace(mo, sampler="nsga2"))
     assert wants_anchor(replace(mo, objectives=(Objective("val_loss", "min"), Objective("params", "min"))))
     assert not wants_anchor(shakespeare)  # one objective: the cheapest model is no answer to it
-    assert not wants_anchor(replace(mo, cost_anchor=False))
+    assert anchor_point(mo) == cheapest_point(mo) and anchor_point(shakespeare) is None
     assert not wants_anchor(replace(mo, sampler="random"))  # random search stays an unbiased sample
     assert not wants_anchor(replace(mo, objectives=(ACC, Objective("val_loss", "min"))))  # no cost objective
     assert not wants_anchor(replace(mo, objectives=(ACC, Objective("params", "max"))))  # a cost, but maximised

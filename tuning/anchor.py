@@ -39,6 +39,12 @@ def wants_anchor(space: SearchSpace) -> bool:
             and any(o.metric in PRETRAINING_COSTS and o.mode == "min" for o in space.objectives))
 
 
+def anchor_point(space: SearchSpace) -> dict[str, Any] | None:
+    """What a search of ``space`` trains first: :func:`cheapest_point` when :func:`wants_anchor`, else None. The one
+    rule the searcher, the search's stderr line and the experiment's meta all follow."""
+    return cheapest_point(space) if wants_anchor(space) else None
+
+
 def _size(config: dict[str, Any]) -> int | None:
     try:
         return count_parameters(CharLM(TrainConfig.from_dict(config).model_config(_VOCAB)))

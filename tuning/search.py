@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning import storage
-from tuning.anchor import cheapest_point, wants_anchor
+from tuning.anchor import anchor_point
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
@@ -318,7 +318,7 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
         sampler=space.sampler,
         scheduler=space.scheduler,
         scheduler_metric=asdict(space.scheduler_metric) if space.scheduler_metric else None,
-        cost_anchor=cheapest_point(space) if wants_anchor(space) else None,
+        cost_anchor=anchor_point(space),
         budget=asdict(space.budget),
         num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
         seed=plan.seed,
@@ -435,10 +435,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     advice = rung_advice(plan.space.budget, plan.space.scheduler)
     if advice:
         print(f"warning: {advice}", file=sys.stderr)
-    if wants_anchor(plan.space) and not args.resume:
-        point = ", ".join(f"{k}={v}" for k, v in cheapest_point(plan.space).items())
-        print(f"cost anchor: the first trial is the space's cheapest model ({point})",
-              file=sys.stderr)
+    anchor = anchor_point(plan.space)
+    if anchor is not None and not args.resume:
+        point = ", ".join(f"{k}={v}" for k, v in anchor.items())
+        print(f"cost anchor: the first trial is the space's cheapest model ({point})", file=sys.stderr)
     start_ray(args)
     slots = plan_resources(args)
     check_storage_reachable(plan.storage)
