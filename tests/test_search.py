@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import shutil
@@ -12,7 +13,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -25,7 +28,7 @@ from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
 from tuning.ray_state import checkpoint_index
 from tuning.results import STATUSES, load_experiment
-from tuning.spaces import load_space
+from tuning.spaces import Objective, load_space
 from tuning.tune_glue import PrunedAwareOptunaSearch, make_searcher
 
 HERE = Path(__file__).parent
@@ -101,6 +104,50 @@ def test_pruned_not_complete_bookkeeping() -> None:
     assert pruned.intermediate_values == {1: 2.5}  # the low-budget score is kept as what it is
     complete = next(t for t in searcher._ot_study.trials if t.state == TrialState.COMPLETE)
     assert complete.value == 1.5
+
+
+def _mo_row(iteration: int) -> dict[str, object]:
+    return {"iteration": iteration, "val_acc_last": 0.3, "train_flops_per_char": 1e4, "trial_status": "running"}
+
+
+def test_multiobjective_tpe_ranks_pruned_trials_by_how_far_they_got() -> None:
+    """Scripted: no trial completes; GRUs after the first five reach rung 3, everything else stops at rung 1. TPE
+    must take the deep ones as its good group and favour GRUs. Before each row recorded its depth, all pruned
+    trials of a multi-objective study tied and the good group was the first trials by number (here a third GRUs
+    or fewer afterwards)."""
+    space = replace(load_space("smoke"), objectives=(Objective("val_acc_last", "max"),
+                                                     Objective("train_flops_per_char", "min")))
+    searcher = make_searcher(space, 0)
+    for i in range(40):
+        config = searcher.suggest(f"t{i}")
+        assert config is not None
+        depth = 3 if config["cell"] == "gru" and i >= 5 else 1
+        for iteration in range(1, depth + 1):
+            searcher.on_trial_result(f"t{i}", _mo_row(iteration))
+        searcher.on_trial_complete(f"t{i}", _mo_row(depth))
+    study: Any = searcher._ot_study
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == 40
+    assert all(max(t.intermediate_values) == (3 if t.params["cell"] == "gru" and t.number >= 5 else 1)
+               and all(math.isnan(v) for v in t.intermediate_values.values()) for t in pruned)
+    later = [searcher.suggest(f"u{i}") for i in range(30)]
+    assert sum(c is not None and c["cell"] == "gru" for c in later) >= 18, later  # 12 before the fix, 20 after
+
+
+def test_multiobjective_paused_trial_keeps_its_depth_when_promoted() -> None:
+    space = replace(load_space("smoke"), objectives=(Objective("val_acc_last", "max"),
+                                                     Objective("train_flops_per_char", "min")))
+    searcher = make_searcher(space, 0)
+    assert searcher.suggest("t1")
+    searcher.on_trial_result("t1", _mo_row(1))
+    searcher.on_pause("t1")
+    searcher.on_trial_result("t1", _mo_row(2))
+    study: Any = searcher._ot_study
+    assert study.trials[0].state == TrialState.PRUNED and sorted(study.trials[0].intermediate_values) == [1, 2]
+    searcher.on_unpause("t1")  # Trial.report would raise here: multi-objective
+    assert sorted(study.trials[-1].intermediate_values) == [1, 2] and study.trials[-1].state == TrialState.RUNNING
+    searcher.on_trial_complete("t1", {**_mo_row(4), "trial_status": "completed"})
+    assert study.trials[-1].state == TrialState.COMPLETE and study.trials[-1].values == [0.3, 1e4]
 
 
 def test_restored_searcher_ignores_a_trial_it_never_proposed(tmp_path: Path) -> None:

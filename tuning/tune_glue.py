@@ -112,6 +112,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     from undertrained models as if they were final. Here only trials that report ``trial_status=completed``
     are COMPLETE; ASHA-stopped ones are PRUNED (their intermediate values stay reported), diverged and
     errored ones FAIL.
+
+    In a multi-objective search each row also records how far the trial got (:func:`record_depth`), so that TPE
+    ranks a trial stopped at a later rung above one stopped at an earlier rung, as it does in one-objective
+    searches.
     """
 
     constraints: dict[str, float] = {}  # metric -> upper bound; set by make_searcher
@@ -135,7 +139,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         study.enqueue_trial(frozen.params, skip_if_exists=False)  # the next ask() takes exactly these parameters
         resumed = study.ask(fixed_distributions=self._space)
         for step, value in sorted(frozen.intermediate_values.items()):
-            resumed.report(value, step)
+            if isinstance(self.metric, list):
+                record_depth(study, resumed, step)
+            else:
+                resumed.report(value, step)
         self._ot_trials[trial_id] = resumed
 
     def _tell_paused(self, trial_id: str) -> None:
@@ -196,10 +203,32 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             # a trial the restored searcher never proposed: a killed driver saved the searcher before the trial
             # began and the experiment state after; Optuna has no trial to report to (nor, at the end, to tell)
             return
-        value = result.get(self.metric) if isinstance(self.metric, str) else None
-        if value is not None and value == value:  # NaN: a diverged trial's last row; Optuna would choke on it
-            super().on_trial_result(trial_id, {**result, "training_iteration": result.get("iteration", 0)})
+        if isinstance(self.metric, list):
+            if trial_id not in self._completed_trials and "iteration" in result:
+                record_depth(self._ot_study, self._ot_trials[trial_id], int(result["iteration"]))
+        else:
+            value = result.get(self.metric)
+            if value is not None and value == value:  # NaN: a diverged trial's last row; Optuna would choke on it
+                super().on_trial_result(trial_id, {**result, "training_iteration": result.get("iteration", 0)})
         self._tell_paused(trial_id)
+
+
+def record_depth(study: Any, ot_trial: Any, step: int) -> None:
+    """Note on a trial of a multi-objective study that it reached ``step``, so that TPE can rank it once pruned.
+
+    TPE fills its "good" group with the best complete trials, then the best pruned ones, ranked by the last step
+    they reached and then by their value at it (Optuna's ``_get_pruned_trial_score`` in
+    ``optuna/samplers/_tpe/sampler.py``, from optuna/optuna#439). A multi-objective trial cannot report values
+    (``Trial.report`` raises), so all its pruned trials tied, and the tie fell to trial number: while few trials
+    had completed, the good group was the *first* trials stopped, whatever they were — early random draws —
+    and a search could drift to whatever those were (the 45-minute #8 benchmark, seed 1 with the cost anchor:
+    2 complete trials out of 136, the sampler moved to large LSTMs). So each row stores a NaN at its step through
+    the storage: NaN is the value that TPE ranks without asking for the study's one direction (it has several),
+    which leaves depth — the rung the scheduler let the trial reach — as the rank; equal depths keep trial order.
+    """
+    storage = study._storage
+    if storage.get_trial(ot_trial._trial_id).state == TrialState.RUNNING:
+        storage.set_trial_intermediate_value(ot_trial._trial_id, step, float("nan"))
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
