@@ -422,6 +422,10 @@ class MoRow:
     chars_total: float
     final_hv_linear: float = math.nan  # the same front's hypervolume over linear FLOPs, for comparison
     share_at_goal: float = math.nan  # its hypervolume at GOAL_HV_RATIO of random's compute, over random's final one
+    # its hypervolume once it had trained what random search trained in its whole budget: the fronts at equal
+    # compute, which a wall budget gives only on one machine (a faster one, or a search that ended early at its
+    # sample cap, trains a different number of characters in the same minutes)
+    hv_at_baseline_total: float = math.nan
 
 
 def hv_share_at(curve: pd.DataFrame, goal: float, chars: float) -> float:
@@ -435,22 +439,26 @@ def hv_share_at(curve: pd.DataFrame, goal: float, chars: float) -> float:
 def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[tuple[str, int], tuple[int, int]],
             totals: Mapping[tuple[str, int], float], baseline: str = "mo-random",
             linear: Mapping[tuple[str, int], float] | None = None) -> list[MoRow]:
-    goals: dict[int, tuple[float, float]] = {}  # per seed: random's final hypervolume, and its compute to get there
+    # per seed: random's final hypervolume, its compute to get there, and all it trained
+    goals: dict[int, tuple[float, float, float]] = {}
     for (method, seed), base in hv_curves.items():
         if method == baseline:
             goal = final(base, "hypervolume")
             # a random search with no completed trial sets no goal (hypervolume 0 is reached by anything)
             goal = goal if goal > 0 else math.nan
-            goals[seed] = (goal, first_reach(base, goal, "chars_trained", "hypervolume", "max"))
+            goals[seed] = (goal, first_reach(base, goal, "chars_trained", "hypervolume", "max"),
+                           totals.get((method, seed), math.nan))
     rows = []
     for (method, seed), curve in hv_curves.items():
-        goal, base_reach = goals.get(seed, (math.nan, math.nan))
+        goal, base_reach, base_total = goals.get(seed, (math.nan, math.nan, math.nan))
         rows.append(MoRow(method=method, seed=seed, trials=counts.get((method, seed), (0, 0))[0],
                           completed=counts.get((method, seed), (0, 0))[1], final_hv=final(curve, "hypervolume"),
                           reach_chars=first_reach(curve, goal, "chars_trained", "hypervolume", "max"),
                           chars_total=totals.get((method, seed), math.nan),
                           final_hv_linear=(linear or {}).get((method, seed), math.nan),
-                          share_at_goal=hv_share_at(curve, goal, base_reach * GOAL_HV_RATIO)))
+                          share_at_goal=hv_share_at(curve, goal, base_reach * GOAL_HV_RATIO),
+                          hv_at_baseline_total=(math.nan if math.isnan(base_total)
+                                                else value_at(curve, "chars_trained", base_total, "hypervolume"))))
     return rows
 
 
@@ -472,12 +480,13 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
         "\"To random's HV\" is the compute at which a method's hypervolume first reached the final hypervolume of "
         "random search with the same seed; \"random's HV at ⅓ its compute\" is the share of that hypervolume a "
         "method's front held once it had trained a third of what random search had trained when it got there (the "
-        "goal below: 100% or more means the goal's ratio was reached). Medians over seeds; \"never\" where at least "
-        "half never got there.",
+        "goal below: 100% or more means the goal's ratio was reached); \"HV at random's compute\" is a method's "
+        "hypervolume once it had trained as many characters as random search trained in its whole budget (the "
+        "fronts at equal compute). Medians over seeds; \"never\" where at least half never got there.",
         "",
     ]
     head = ["method", "final HV (median)", "chars to random's HV", "trials", "completed", "chars trained",
-            "final HV, linear FLOPs", "random's HV at ⅓ its compute"]
+            "final HV, linear FLOPs", "random's HV at ⅓ its compute", "HV at random's compute"]
     body = []
     for method, label in MO_METHODS.items():
         mine = [r for r in rows if r.method == method]
@@ -486,19 +495,22 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
                          fmt_si(median_never_late(r.reach_chars for r in mine)),
                          fmt(median(r.trials for r in mine), 3), fmt(median(r.completed for r in mine), 3),
                          fmt_si(median(r.chars_total for r in mine)), fmt(median(r.final_hv_linear for r in mine)),
-                         pct(median(r.share_at_goal for r in mine))])
+                         pct(median(r.share_at_goal for r in mine)), fmt(median(r.hv_at_baseline_total for r in mine))])
     lines += md_table(head, body)
     finals = {m: median(r.final_hv for r in rows if r.method == m) for m in MO_METHODS}
     best_method = max((m for m in finals if not math.isnan(finals[m])), key=lambda m: finals[m], default=None)
-    lines += ["", f"Best final hypervolume (median): **{best_method or '–'}**."]
+    at_equal = {m: median(r.hv_at_baseline_total for r in rows if r.method == m) for m in MO_METHODS}
+    best_equal = max((m for m in at_equal if not math.isnan(at_equal[m])), key=lambda m: at_equal[m], default=None)
+    lines += ["", f"Best final hypervolume (median): **{best_method or '–'}**; best at random search's compute "
+              f"(median): **{best_equal or '–'}**."]
     for pareto_method in PARETO_METHODS:  # the (a): multi-objective sampling with the Pareto-aware scheduler
         lines += ratio_lines(rows, pareto_method, "mo-random", "hypervolume", GOAL_HV_RATIO,
                              goal_text=f": {pareto_method} best and ratio", eligible=best_method == pareto_method)
     lines += ["", "Per seed:", ""]
     per_seed = [[r.method, str(r.seed), fmt(r.final_hv), fmt_si(r.reach_chars), str(r.trials), str(r.completed),
-                 fmt_si(r.chars_total), fmt(r.final_hv_linear), pct(r.share_at_goal)]
+                 fmt_si(r.chars_total), fmt(r.final_hv_linear), pct(r.share_at_goal), fmt(r.hv_at_baseline_total)]
                 for r in sorted(rows, key=lambda r: (r.seed, list(MO_METHODS).index(r.method)))]
-    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrrr")
+    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrrrr")
     lines += ["", f"![hypervolume against compute]({plot_name})", ""]
     return "\n".join(lines)
 
