@@ -514,3 +514,15 @@ def test_more_gpus_per_trial_than_any_node_has(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err.strip()
     assert err == "error: --gpus-per-trial=2.0 is invalid: no node has more than 1.0 GPUs"
     assert not (tmp_path / "runs").exists()
+
+
+def test_nsga2_searcher_pickles_and_keeps_sampling() -> None:
+    """Ray pickles the searcher when it builds the tuner and at each save; Optuna 5.1's NSGA-II holds a thread lock
+    that plain pickling refuses. The copy must pickle and go on proposing configurations."""
+    space = replace(load_space("smoke"), sampler="nsga2", objectives=(Objective("val_acc_last", "max"),
+                                                                      Objective("train_flops_per_char", "min")))
+    searcher = make_searcher(space, 0)
+    assert searcher.suggest("t0") is not None
+    copy = pickle.loads(pickle.dumps(searcher))
+    assert copy.suggest("t1") is not None
+    assert pickle.loads(pickle.dumps(copy._ot_study.sampler))._thread_lock.acquire(blocking=False)

@@ -231,13 +231,30 @@ def record_depth(study: Any, ot_trial: Any, step: int) -> None:
         storage.set_trial_intermediate_value(ot_trial._trial_id, step, float("nan"))
 
 
+class _PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II that survives pickling. Ray pickles the searcher, and with it the study's sampler, when the tuner is
+    built and at every searcher save; Optuna 5.1 gave its genetic samplers a ``threading.Lock`` (``_thread_lock``,
+    in ``optuna/samplers/_ga/_base.py``) without the ``__getstate__`` its journal storage has for the same lock, so
+    every NSGA-II search failed with ``cannot pickle '_thread.lock' object``. The lock guards in-process state only:
+    a fresh one after unpickling is what Optuna's journal storage does too."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)  # absent before Optuna 5.1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()  # unused before Optuna 5.1, where the sampler had no lock
+
+
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     # Constraints reach the samplers through Trial.set_constraint (see on_trial_complete): NSGA-II and TPE
     # then learn where the feasible region is.
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return _PicklableNSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
