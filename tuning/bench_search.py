@@ -481,8 +481,9 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
         "random search with the same seed; \"random's HV at ⅓ its compute\" is the share of that hypervolume a "
         "method's front held once it had trained a third of what random search had trained when it got there (the "
         "goal below: 100% or more means the goal's ratio was reached); \"HV at random's compute\" is a method's "
-        "hypervolume once it had trained as many characters as random search trained in its whole budget (the "
-        "fronts at equal compute). Medians over seeds; \"never\" where at least half never got there.",
+        "hypervolume once it had trained as many characters as random search trained in its whole budget, or at its "
+        "end where it trained fewer in the same wall budget (the fronts at equal compute). Medians over seeds; "
+        "\"never\" where at least half never got there.",
         "",
     ]
     head = ["method", "final HV (median)", "chars to random's HV", "trials", "completed", "chars trained",
