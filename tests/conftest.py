@@ -13,6 +13,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # The corpora are never committed; tests read the shared copy (CI sets the same variable).
 os.environ.setdefault("TUNING_DATA_DIR", str(SHARED_DATA))
+# Made absolute: the README's command gives a relative path, and tests start processes in other folders.
+os.environ["TUNING_DATA_DIR"] = str(Path(os.environ["TUNING_DATA_DIR"]).resolve())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,10 +14,12 @@ from typing import Any
 import pytest
 import torch
 
+from tuning import precision
 from tuning.checkpoint import load_checkpoint
 from tuning.config import TrainConfig
 from tuning.errors import UserError
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+from tuning.machine import cpu_model
 from tuning.train import STATUS_COMPLETED, STATUS_DIVERGED, draw_batch, train, validation_windows
 
 EXPECTED_KEYS = {
@@ -137,6 +143,49 @@ def test_cosine_schedule_decays_over_the_full_budget(tmp_path: Path) -> None:
     assert groups[0]["lr"] < 1.1e-3
 
 
+def test_bf16_is_refused_in_one_line_exactly_where_the_hardware_cannot_train_in_it() -> None:
+    """The probe and training agree on this machine: where it says no, training says so before any step."""
+    config = tiny(cell="lstm", max_iters=1, precision="bf16")
+    assert precision.supports("fp32", "cpu")
+    if precision.supports("bf16", "cpu"):
+        assert run(config)[-1]["trial_status"] == STATUS_COMPLETED
+    else:
+        with pytest.raises(UserError, match=r"^precision=bf16 is not supported on this CPU .*use precision fp32"):
+            train(config)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        precision.supports("fp16", "cpu")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA caps x86 ISAs")
+def test_bf16_is_refused_on_a_cpu_without_bfloat16_rnns(tmp_path: Path) -> None:
+    """A real CPU without them: oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA), as on the CI machine that found this
+    (torch 2.13.0 raised 'could not create a primitive descriptor for the LSTM forward propagation primitive')."""
+    script = (
+        "from tuning import precision\n"
+        "from tuning.config import TrainConfig\n"
+        "from tuning.errors import UserError\n"
+        "from tuning.train import train\n"
+        "assert not precision.supports('bf16', 'cpu') and precision.supports('fp32', 'cpu')\n"
+        "kw = dict(corpus='nextchar', cell='lstm', seq_len=16, embed_dim=16, hidden_size=32, batch_size=16, "
+        "chars_per_iter=4096, max_iters=1, threads=1, sample_chars=1)\n"
+        "try:\n"
+        "    train(TrainConfig(**kw, precision='bf16'))\n"
+        "except UserError as exc:\n"
+        "    print(exc)\n"
+        "train(TrainConfig(**kw))\n"  # fp32 still trains
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip()
+    assert re.fullmatch(r"precision=bf16 is not supported on this CPU \(.+\): PyTorch cannot build a bfloat16 "
+                        r"RNN/LSTM/GRU here \(on a CPU oneDNN needs AVX-512 or AMX\); use precision fp32, or a GPU",
+                        line), line
+    assert cpu_model() in line
+
+
+@pytest.mark.skipif(not precision.supports("bf16", "cpu"),
+                    reason="this CPU cannot train in bf16 (oneDNN has no bfloat16 RNN for it)")
 def test_bf16_precision_trains_in_bfloat16_close_to_fp32(tmp_path: Path) -> None:
     fp32 = run(tiny(cell="lstm", max_iters=3))
     config = tiny(cell="lstm", max_iters=3, precision="bf16")

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from tuning import precision
 from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import UserError
@@ -508,6 +509,7 @@ class Results:
     gemm: dict[int, float] = field(default_factory=dict)  # batch → GFLOP/s of LSTM H=512's per-step GEMM
     peak_bf16: dict[int, float] = field(default_factory=dict)  # bfloat16 torch.mm, same sizes
     bf16: list[TrainerRow] = field(default_factory=list)  # precision bf16 rows (BF16_ROWS)
+    bf16_skipped: str = ""  # why there are no bf16 rows: this CPU cannot train in bf16 (tuning.precision)
     peak_1thread: dict[int, float] = field(default_factory=dict)  # float32 torch.mm on one thread, same sizes
     packed: list[PackedRow] = field(default_factory=list)  # one-thread trials packed on the cores (PACKED_ROWS)
     note: str = ""
@@ -811,6 +813,9 @@ def render(res: Results) -> str:
                 f"| {r.gflops:.1f} | {_pct(res.share(r))} | {_pct(r.side_share)} | {_pct(r.samples.others_mean)} |"
             )
         lines.append("")
+    elif res.bf16_skipped:
+        lines += ["## Mixed precision: the same trainer with `precision: bf16`", "",
+                  f"No rows: {res.bf16_skipped}.", ""]
     if res.packed:
         lines += packed_section(res)
     lines += ["## Goals", "", *goals(res), "", "## LSTM H=512 and the matmul peak", ""]
@@ -842,7 +847,12 @@ def run(plan: Plan, note: str = "", log: Callable[[str], None] = print) -> Resul
                 log(f"[{time.perf_counter() - t0:5.0f} s] trainer {cell} H={hidden} batch={batch} …")
                 res.trainer.append(bench_trainer(cell, hidden, batch, plan, corpus))
     res.peak_bf16 = matmul_peak(plan, torch.bfloat16)
-    for cell, hidden, batch in BF16_ROWS:
+    try:
+        precision.check("bf16", torch.device("cpu"))
+    except UserError as exc:
+        res.bf16_skipped = str(exc)
+        log(f"[{time.perf_counter() - t0:5.0f} s] no bf16 rows: {exc}")
+    for cell, hidden, batch in () if res.bf16_skipped else BF16_ROWS:
         if plan.quick and batch != BATCH:
             continue
         log(f"[{time.perf_counter() - t0:5.0f} s] trainer bf16 {cell} H={hidden} batch={batch} …")

@@ -262,6 +262,21 @@ def plan_resources(args: argparse.Namespace) -> Slots:
     return Slots(cpus=args.cpus_per_trial, gpus=gpus, count=cluster_slots(args.cpus_per_trial, gpus))
 
 
+def check_precision_here(plan: Plan, args: argparse.Namespace) -> None:
+    """Trials on this machine's CPU in a precision it cannot train in would each fail alike: say so once, now.
+
+    Checked where every trial will run here on the CPU: an embedded local Ray (no --address, no RAY_ADDRESS)
+    and no CUDA device. On a cluster or a GPU each trial checks its own device when it starts (tuning.train).
+    """
+    import torch
+
+    from tuning import precision
+
+    if args.address or os.environ.get("RAY_ADDRESS") or torch.cuda.is_available():
+        return
+    precision.check(plan.space.fixed.get("precision", "fp32"), torch.device("cpu"))
+
+
 def check_storage_reachable(storage: str) -> None:
     """A node-local path on a multi-host cluster loses trial files: Ray 2.7+ no longer syncs to the head."""
     import ray
@@ -439,6 +454,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if anchor is not None and not args.resume:
         point = ", ".join(f"{k}={v}" for k, v in anchor.items())
         print(f"cost anchor: the first trial is the space's cheapest model ({point})", file=sys.stderr)
+    check_precision_here(plan, args)
     start_ray(args)
     slots = plan_resources(args)
     check_storage_reachable(plan.storage)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuning import complexity
+from tuning import complexity, precision
 from tuning.checkpoint import load_checkpoint, save_checkpoint
 from tuning.config import TrainConfig
 from tuning.data import Corpus, load_corpus
@@ -176,6 +176,7 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    precision.check(config.precision, device)  # one clear line, not a oneDNN error at the first step
     if device.type == "cuda" and config.gpu_memory_fraction < 1.0:
         # Several trials share one GPU: each keeps to its share instead of growing into the others'.
         # It takes an index, not a bare torch.device('cuda') (ValueError seen on torch 2.11 with an H200).
