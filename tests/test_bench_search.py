@@ -98,19 +98,25 @@ def test_mo_rows_and_goal() -> None:
     assert by["mo-asha"].share_at_goal == 2.25 and by["mo-random"].share_at_goal == 0.0
     # at equal compute (random's 1000 characters): MO-ASHA ended at 300 with 9; random's own final 4
     assert by["mo-asha"].hv_at_baseline_total == 9.0 and by["mo-random"].hv_at_baseline_total == 4.0
+    # at the least compute of the seed (MO-ASHA's 300 characters): MO-ASHA's 9 against random's 0 by then
+    assert by["mo-asha"].hv_at_least_total == 9.0 and by["mo-random"].hv_at_least_total == 0.0
     text = bs.render_mo(rows, {"val_acc_last": 0.0, "train_flops_per_char": 1e6}, ["multiobjective"], "smoke", 40,
                         (0,), "nsga2", "m.png", False)
     assert "**mo-asha**" in text and "**0.1**" in text and "ratio ≤ 1/3: **met**" in text
-    assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \| 225\.0% \| 9 \|$", text,
+    assert "over log10 FLOPs" in text and re.search(r"^\| mo-asha: .* \| 7\.5e\+06 \| 225\.0% \| 9 \| 9 \|$", text,
                                                    re.MULTILINE)
-    assert re.search(r"^\| mo-random \| 0 \| 4 \| 1 k \| .* \| 0\.0% \| 4 \|$", text, re.MULTILINE)
+    assert re.search(r"^\| mo-random \| 0 \| 4 \| 1 k \| .* \| 0\.0% \| 4 \| 0 \|$", text, re.MULTILINE)
     assert "best at random search's compute (median): **mo-asha**" in text
+    assert "best at the least compute (median): **mo-asha** (per seed: 0: mo-asha)" in text
     # a method that trained past random's total is read where random stopped: 5 at 1000 characters, not its 9
     longer = pd.DataFrame({"wall_s": [0.0, 1.0, 2.0], "chars_trained": [0.0, 100.0, 2000.0],
                            "hypervolume": [0.0, 5.0, 9.0]})
     rows = bs.mo_rows({("mo-asha", 0): longer, ("mo-random", 0): rand}, {}, {("mo-asha", 0): 2000.0,
                                                                           ("mo-random", 0): 1000.0})
     assert {r.method: r.hv_at_baseline_total for r in rows} == {"mo-asha": 5.0, "mo-random": 4.0}
+    # here random trained least: both are read at its 1000 characters, and a seed with no totals has no reading
+    assert {r.method: r.hv_at_least_total for r in rows} == {"mo-asha": 5.0, "mo-random": 4.0}
+    assert math.isnan(bs.mo_rows({("mo-asha", 0): longer}, {}, {})[0].hv_at_least_total)
     # the promotion-type variant is the (a) too: its own ratio line; the best method is named once
     promo = pd.DataFrame({"wall_s": [0.0, 1.0], "chars_trained": [0.0, 400.0], "hypervolume": [0.0, 4.5]})
     rows = bs.mo_rows({**curves, ("mo-promotion", 0): promo}, {("mo-asha", 0): (9, 2), ("mo-random", 0): (3, 2),

@@ -426,6 +426,9 @@ class MoRow:
     # compute, which a wall budget gives only on one machine (a faster one, or a search that ended early at its
     # sample cap, trains a different number of characters in the same minutes)
     hv_at_baseline_total: float = math.nan
+    # its hypervolume once it had trained what the least-trained method of its seed trained in all: the fronts at
+    # equal compute for every method, where a slower method or machine ends below random search's total
+    hv_at_least_total: float = math.nan
 
 
 def hv_share_at(curve: pd.DataFrame, goal: float, chars: float) -> float:
@@ -448,6 +451,11 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
             goal = goal if goal > 0 else math.nan
             goals[seed] = (goal, first_reach(base, goal, "chars_trained", "hypervolume", "max"),
                            totals.get((method, seed), math.nan))
+    least: dict[int, float] = {}  # per seed: the fewest characters any method trained
+    for (method, seed) in hv_curves:
+        total = totals.get((method, seed), math.nan)
+        if not math.isnan(total):
+            least[seed] = min(least.get(seed, math.inf), total)
     rows = []
     for (method, seed), curve in hv_curves.items():
         goal, base_reach, base_total = goals.get(seed, (math.nan, math.nan, math.nan))
@@ -458,7 +466,9 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
                           final_hv_linear=(linear or {}).get((method, seed), math.nan),
                           share_at_goal=hv_share_at(curve, goal, base_reach * GOAL_HV_RATIO),
                           hv_at_baseline_total=(math.nan if math.isnan(base_total)
-                                                else value_at(curve, "chars_trained", base_total, "hypervolume"))))
+                                                else value_at(curve, "chars_trained", base_total, "hypervolume")),
+                          hv_at_least_total=(value_at(curve, "chars_trained", least[seed], "hypervolume")
+                                             if seed in least else math.nan)))
     return rows
 
 
@@ -482,12 +492,15 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
         "method's front held once it had trained a third of what random search had trained when it got there (the "
         "goal below: 100% or more means the goal's ratio was reached); \"HV at random's compute\" is a method's "
         "hypervolume once it had trained as many characters as random search trained in its whole budget, or at its "
-        "end where it trained fewer in the same wall budget (the fronts at equal compute). Medians over seeds; "
-        "\"never\" where at least half never got there.",
+        "end where it trained fewer in the same wall budget; \"HV at the least compute\" is a method's hypervolume "
+        "once it had trained as many characters as the method that trained fewest on its seed (the fronts at equal "
+        "compute for every method, whatever the machine's speed). Medians over seeds; \"never\" where at least half "
+        "never got there.",
         "",
     ]
     head = ["method", "final HV (median)", "chars to random's HV", "trials", "completed", "chars trained",
-            "final HV, linear FLOPs", "random's HV at ⅓ its compute", "HV at random's compute"]
+            "final HV, linear FLOPs", "random's HV at ⅓ its compute", "HV at random's compute",
+            "HV at the least compute"]
     body = []
     for method, label in MO_METHODS.items():
         mine = [r for r in rows if r.method == method]
@@ -496,22 +509,30 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
                          fmt_si(median_never_late(r.reach_chars for r in mine)),
                          fmt(median(r.trials for r in mine), 3), fmt(median(r.completed for r in mine), 3),
                          fmt_si(median(r.chars_total for r in mine)), fmt(median(r.final_hv_linear for r in mine)),
-                         pct(median(r.share_at_goal for r in mine)), fmt(median(r.hv_at_baseline_total for r in mine))])
+                         pct(median(r.share_at_goal for r in mine)), fmt(median(r.hv_at_baseline_total for r in mine)),
+                         fmt(median(r.hv_at_least_total for r in mine))])
     lines += md_table(head, body)
     finals = {m: median(r.final_hv for r in rows if r.method == m) for m in MO_METHODS}
     best_method = max((m for m in finals if not math.isnan(finals[m])), key=lambda m: finals[m], default=None)
     at_equal = {m: median(r.hv_at_baseline_total for r in rows if r.method == m) for m in MO_METHODS}
     best_equal = max((m for m in at_equal if not math.isnan(at_equal[m])), key=lambda m: at_equal[m], default=None)
+    at_least = {m: median(r.hv_at_least_total for r in rows if r.method == m) for m in MO_METHODS}
+    best_least = max((m for m in at_least if not math.isnan(at_least[m])), key=lambda m: at_least[m], default=None)
+    read = [r for r in rows if not math.isnan(r.hv_at_least_total)]
+    ahead = {seed: max((r for r in read if r.seed == seed), key=lambda r: r.hv_at_least_total).method
+             for seed in sorted({r.seed for r in read})}
     lines += ["", f"Best final hypervolume (median): **{best_method or '–'}**; best at random search's compute "
-              f"(median): **{best_equal or '–'}**."]
+              f"(median): **{best_equal or '–'}**; best at the least compute (median): **{best_least or '–'}** "
+              f"(per seed: {', '.join(f'{s}: {m}' for s, m in ahead.items()) or '–'})."]
     for pareto_method in PARETO_METHODS:  # the (a): multi-objective sampling with the Pareto-aware scheduler
         lines += ratio_lines(rows, pareto_method, "mo-random", "hypervolume", GOAL_HV_RATIO,
                              goal_text=f": {pareto_method} best and ratio", eligible=best_method == pareto_method)
     lines += ["", "Per seed:", ""]
     per_seed = [[r.method, str(r.seed), fmt(r.final_hv), fmt_si(r.reach_chars), str(r.trials), str(r.completed),
-                 fmt_si(r.chars_total), fmt(r.final_hv_linear), pct(r.share_at_goal), fmt(r.hv_at_baseline_total)]
+                 fmt_si(r.chars_total), fmt(r.final_hv_linear), pct(r.share_at_goal), fmt(r.hv_at_baseline_total),
+                 fmt(r.hv_at_least_total)]
                 for r in sorted(rows, key=lambda r: (r.seed, list(MO_METHODS).index(r.method)))]
-    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrrrr")
+    lines += md_table(["method", "seed", "final HV", *head[2:]], per_seed, "llrrrrrrrrr")
     lines += ["", f"![hypervolume against compute]({plot_name})", ""]
     return "\n".join(lines)
 
