@@ -36,7 +36,7 @@ import argparse
 import math
 import shlex
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -472,6 +472,12 @@ def mo_rows(hv_curves: Mapping[tuple[str, int], pd.DataFrame], counts: Mapping[t
     return rows
 
 
+def best_by_median(rows: Sequence[MoRow], value: Callable[[MoRow], float]) -> str | None:
+    """The method whose median of ``value`` over its seeds is highest; None when no method has a number there."""
+    medians = {m: median(value(r) for r in rows if r.method == m) for m in MO_METHODS}
+    return max((m for m in medians if not math.isnan(medians[m])), key=lambda m: medians[m], default=None)
+
+
 def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Sequence[str], space: str,
               budget_s: float, seeds: Sequence[int], sampler: str, plot_name: str, quick: bool,
               log_flops: bool = True, sources: Mapping[str, str] | None = None, reference_given: bool = False) -> str:
@@ -512,12 +518,9 @@ def render_mo(rows: Sequence[MoRow], reference: Mapping[str, float], argv: Seque
                          pct(median(r.share_at_goal for r in mine)), fmt(median(r.hv_at_baseline_total for r in mine)),
                          fmt(median(r.hv_at_least_total for r in mine))])
     lines += md_table(head, body)
-    finals = {m: median(r.final_hv for r in rows if r.method == m) for m in MO_METHODS}
-    best_method = max((m for m in finals if not math.isnan(finals[m])), key=lambda m: finals[m], default=None)
-    at_equal = {m: median(r.hv_at_baseline_total for r in rows if r.method == m) for m in MO_METHODS}
-    best_equal = max((m for m in at_equal if not math.isnan(at_equal[m])), key=lambda m: at_equal[m], default=None)
-    at_least = {m: median(r.hv_at_least_total for r in rows if r.method == m) for m in MO_METHODS}
-    best_least = max((m for m in at_least if not math.isnan(at_least[m])), key=lambda m: at_least[m], default=None)
+    best_method = best_by_median(rows, lambda r: r.final_hv)
+    best_equal = best_by_median(rows, lambda r: r.hv_at_baseline_total)
+    best_least = best_by_median(rows, lambda r: r.hv_at_least_total)
     read = [r for r in rows if not math.isnan(r.hv_at_least_total)]
     ahead = {seed: max((r for r in read if r.seed == seed), key=lambda r: r.hv_at_least_total).method
              for seed in sorted({r.seed for r in read})}
