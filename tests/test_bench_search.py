@@ -146,15 +146,18 @@ def test_space_copies_load(tmp_path: Path) -> None:
     variant = {**data, "scheduler": "asha", "num_samples": 60}
     assert bs.write_space(tmp_path, "r2", bs.random_space(variant)).read_text() == \
         bs.write_space(tmp_path, "r", bs.random_space(data)).read_text()
-    mo = load_space(str(bs.write_space(tmp_path, "m", bs.mo_space(data, "nsga2", "asha", cost_anchor=True))))
+    mo = load_space(str(bs.write_space(tmp_path, "m", bs.mo_space(data, "nsga2", "asha", cost_anchor="cheapest"))))
     assert [(o.metric, o.mode) for o in mo.objectives] == [("val_acc_last", "max"), ("train_flops_per_char", "min")]
     # the cost anchor is said outright, so searches with and without it have different record keys; random search
     # never anchors, so its space (and records) do not change with the flag
-    assert mo.cost_anchor and "cost_anchor: true" in (tmp_path / "spaces" / "m.yaml").read_text()
+    assert mo.cost_anchor == "cheapest" and "cost_anchor: true" in (tmp_path / "spaces" / "m.yaml").read_text()
+    families_file = bs.write_space(tmp_path, "mf", bs.mo_space(data, "tpe", "asha", cost_anchor="families"))
+    assert load_space(str(families_file)).cost_anchor == "families"
+    assert "cost_anchor: families" in families_file.read_text()
     plain = bs.write_space(tmp_path, "m0", bs.mo_space(data, "nsga2", "asha")).read_text()
     assert "cost_anchor: false" in plain
     assert "cost_anchor" not in bs.write_space(tmp_path, "r0", bs.mo_space(data, "random", "none")).read_text()
-    assert bs.mo_space(data, "random", "none", cost_anchor=True) == bs.mo_space(data, "random", "none")
+    assert bs.mo_space(data, "random", "none", cost_anchor="families") == bs.mo_space(data, "random", "none")
     # the (b): the same objectives, Ray's single-objective ASHA ranking by val_loss
     loss = load_space(str(bs.write_space(tmp_path, "l", bs.mo_space(data, "tpe", "asha_first",
                                                                       {"metric": "val_loss", "mode": "min"}))))

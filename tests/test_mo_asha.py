@@ -63,6 +63,32 @@ def test_a_cost_known_up_front_keeps_cheap_models_alive() -> None:
     assert s.decide("cheap", 1, r(2.0, 10)) == GO  # front 0 = {big, cheap}; keep ceil(3/2) = 2
 
 
+def test_a_cost_anchor_is_recorded_at_every_rung_but_never_stopped() -> None:
+    # two anchors (say the cheapest RNN and GRU) and a sampled trial; without the anchor rule "gru" would stop at
+    # rung 1: it ties with "rnn" on front 0 (both boundary points) and arrived second, and only ceil(2/3) = 1 goes on
+    s = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3,
+                   anchors=[{"cell": "rnn", "hidden_size": 32}, {"cell": "gru", "hidden_size": 32}])
+    assert s.is_anchor({"cell": "gru", "hidden_size": 32, "lr": 0.003})
+    assert not s.is_anchor({"cell": "gru", "hidden_size": 33}) and not ParetoASHA(OBJ).is_anchor({"cell": "rnn"})
+    assert s.decide("rnn", 1, r(2.0, 10), anchor=True) == GO
+    assert s.decide("gru", 1, r(1.9, 20), anchor=True) == GO
+    assert s.decide("x", 1, r(1.95, 30)) == STOP  # dominated by gru: ranked as if anchors were any trial
+    assert s.rungs[1].keys() == {"rnn", "gru", "x"} and s.num_stopped == 1
+    assert s.decide("gru", 3, r(1.8, 20), anchor=True) == GO and s.decide("gru", 9, r(1.7, 20), anchor=True) == GO
+    assert s.decide("bad", 3, r(float("nan"), 5), anchor=True) == STOP  # a diverged anchor stops all the same
+    plain = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3)
+    assert plain.decide("rnn", 1, r(2.0, 10)) == GO and plain.decide("gru", 1, r(1.9, 20)) == STOP
+
+
+def test_the_scheduler_knows_an_anchor_by_its_config() -> None:
+    from types import SimpleNamespace
+    s = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3, anchors=[{"cell": "gru"}])
+    first = SimpleNamespace(trial_id="a", config={"cell": "rnn"})
+    anchor = SimpleNamespace(trial_id="b", config={"cell": "gru"})
+    assert s.on_trial_result(None, first, {"iteration": 1, **r(1.0, 10)}) == GO
+    assert s.on_trial_result(None, anchor, {"iteration": 1, **r(2.0, 20)}) == GO  # dominated, but an anchor
+
+
 def test_nan_objective_stops() -> None:
     s = ParetoASHA(OBJ, max_t=9, grace_period=1, reduction_factor=3)
     assert s.decide("a", 1, r(2.0, 100)) == GO

@@ -48,6 +48,16 @@ def test_no_trial_passes_a_rung_before_rf_trials_are_there() -> None:
     assert s.num_paused == 11 and s.num_stopped == 0  # a b c d g h i j k l at rung 1, b at rung 3
 
 
+def test_a_cost_anchor_goes_on_at_once_and_takes_a_place() -> None:
+    s = PromotionASHA({"val_loss": "min"}, max_t=9, grace_period=1, reduction_factor=3, anchors=[{"cell": "rnn"}])
+    assert s.decide("anchor", 1, loss(3.0), anchor=True) == GO  # alone at the rung, and the worst: goes on anyway
+    assert s.promoted[1] == {"anchor"} and "anchor" not in s.waiting
+    assert s.decide("b", 1, loss(1.0)) == PAUSE and s.decide("c", 1, loss(2.0)) == PAUSE
+    assert s.promotable(1) == ["b"]  # floor(3/3) = 1 place, b's: the anchor is ranked as any trial
+    assert s.decide("anchor", 3, loss(2.9), anchor=True) == GO and s.promoted[3] == {"anchor"}
+    assert s.decide("d", 1, loss(float("nan")), anchor=True) == STOP  # a diverged anchor stops
+
+
 def test_higher_rungs_promote_first_and_a_diverged_trial_stops() -> None:
     s = PromotionASHA({"val_loss": "min"}, max_t=4, grace_period=1, reduction_factor=2)
     assert s.decide("a", 1, loss(3.0)) == PAUSE  # floor(1/2) = 0

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuning import search
-from tuning.anchor import cheapest_point
+from tuning.anchor import cheapest_point, family_points
 from tuning.errors import UserError
 from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
 from tuning.ray_state import checkpoint_index
@@ -414,7 +414,7 @@ def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.usefixtures("ray_session")
 def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     space = HERE / "spaces" / "multi.yaml"  # NSGA-II on (val_loss, flops_per_char), params <= 40k, MO-ASHA
-    exp = _search(space, tmp_path, "mo", "--cost-anchor")
+    exp = _search(space, tmp_path, "mo", "--cost-anchor", "families")
     rungs = json.loads((exp / "scheduler" / "pareto_asha.json").read_text())
     assert rungs["objectives"] == {"val_loss": "min", "flops_per_char": "min"}
     assert len(rungs["rungs"]["1"]) == 6  # every trial was judged at the first rung
@@ -426,12 +426,19 @@ def test_multi_objective_search_end_to_end(tmp_path: Path) -> None:
     study = _optuna_study(space, exp)
     assert len(study.directions) == 2
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == int((trials["status"] == "completed").sum())
-    # flops_per_char is minimised and --cost-anchor given: the first trial was the space's cheapest model
-    anchor = cheapest_point(load_space(str(space)))
-    assert anchor == {"cell": "rnn", "hidden_size": 16}
-    first = min(study.trials, key=lambda t: t.number).params
-    assert {k: first[k] for k in anchor} == anchor
-    assert "The first trial was the space's cheapest model (cost anchor: cell rnn, hidden_size 16)" in report
+    # flops_per_char is minimised and --cost-anchor families given: the first three trials were the cheapest model
+    # of each cell type, smallest first, and MO-ASHA stopped none of them (with rf 2, "gru" ties with "rnn" on the
+    # front at rung 1 and arrives after it: an ordinary trial there would stop)
+    anchors = family_points(load_space(str(space)))
+    assert anchors[0] == cheapest_point(load_space(str(space))) == {"cell": "rnn", "hidden_size": 16}
+    assert [a["cell"] for a in anchors] == ["rnn", "gru", "lstm"]
+    firsts = sorted(study.trials, key=lambda t: t.number)[:3]
+    assert [{k: t.params[k] for k in a} for t, a in zip(firsts, anchors, strict=True)] == anchors
+    assert all(t.state == TrialState.COMPLETE for t in firsts)
+    anchored = trials[trials["hidden_size"] == 16]
+    assert set(anchored["cell"]) >= {"rnn", "gru", "lstm"} and (anchored["status"] == "completed").all()
+    assert ("The first 3 trials were the cheapest model of each family (cost anchor: cell rnn, hidden_size 16; "
+            "cell gru, hidden_size 16; cell lstm, hidden_size 16)") in report
     assert trials["params"].min() == trials.loc[(trials["cell"] == "rnn") & (trials["hidden_size"] == 16),
                                                 "params"].min()
 

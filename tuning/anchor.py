@@ -10,6 +10,16 @@ always keeps a front's extreme points (their crowding distance is infinite, Deb 
 Only the parameters that change the model's size are fixed; the rest (learning rate, dropout, sequence length,
 batch size, …) the sampler draws as for any trial, so the anchor is the cheapest *architecture*, trained the way the
 search would train it.
+
+``cost_anchor: families`` anchors every family's cheap end, not only the space's: the cheapest model with each choice
+of each categorical parameter that changes the model's size (in ``shakespeare`` the cell: the smallest RNN, GRU and
+LSTM), cheapest first. A front over several families is the union of their fronts; the cheapest RNN bounds it but is
+the least accurate, and the next point along it is usually the smallest gated cell. A single anchor leaves that point
+to the sampler and the rungs: in the 45-minute benchmark (benchmarks/multiobjective-abc-amd-2700s.md) two seeds in
+three completed no second trial until 35 M and 56 M characters, against random search's 21 M and 37 M (a third of its
+compute), though their fronts then passed random search's. MO-ASHA (both types) records an anchor at every rung but
+never stops it there (:mod:`tuning.mo_asha`): only completed trials are on the front, and under ``ceil(n / rf)`` the
+second and third anchors, arriving just after the first at a rung of two or three trials, would stop.
 """
 
 from __future__ import annotations
@@ -29,20 +39,26 @@ PRETRAINING_COSTS = ("flops_per_char", "train_flops_per_char", "macs_per_char", 
 _VOCAB = 65
 
 
+ANCHORS = ("off", "cheapest", "families")  # the space's cost_anchor (YAML false / true / families)
+
+
 def wants_anchor(space: SearchSpace) -> bool:
-    """Whether a search of ``space`` starts with its cheapest model: several objectives, one of them a pre-training
+    """Whether a search of ``space`` starts with its cheapest model(s): several objectives, one of them a pre-training
     cost minimised, a model-based sampler (``random`` stays an unbiased sample, ``grid`` a grid) and the space's
     ``cost_anchor`` on (``--cost-anchor``). Off by default: in the 45-minute multi-objective benchmark
     (benchmarks/multiobjective-anchor-2700s.md) the anchored search reached random search's final front at once on
     the seed where the anchor alone beat it, but on another it completed 2 trials and ended below random search."""
-    return (space.cost_anchor and space.is_multi_objective and space.sampler in ("tpe", "nsga2")
+    return (space.cost_anchor != "off" and space.is_multi_objective and space.sampler in ("tpe", "nsga2")
             and any(o.metric in PRETRAINING_COSTS and o.mode == "min" for o in space.objectives))
 
 
-def anchor_point(space: SearchSpace) -> dict[str, Any] | None:
-    """What a search of ``space`` trains first: :func:`cheapest_point` when :func:`wants_anchor`, else None. The one
-    rule the searcher, the search's stderr line and the experiment's meta all follow."""
-    return cheapest_point(space) if wants_anchor(space) else None
+def anchor_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """What a search of ``space`` trains first, in this order: none unless :func:`wants_anchor`; else
+    :func:`cheapest_point`, or with ``cost_anchor: families`` :func:`family_points`. The one rule the searcher, the
+    search's stderr line and the experiment's meta all follow."""
+    if not wants_anchor(space):
+        return []
+    return family_points(space) if space.cost_anchor == "families" else [cheapest_point(space)]
 
 
 def _size(config: dict[str, Any]) -> int | None:
@@ -52,8 +68,9 @@ def _size(config: dict[str, Any]) -> int | None:
         return None
 
 
-def cheapest_point(space: SearchSpace) -> dict[str, Any]:
-    """The size-setting parameters of the space's smallest model, e.g. ``{cell: rnn, hidden_size: 32, …}``.
+def cheapest_point(space: SearchSpace, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The size-setting parameters of the space's smallest model, e.g. ``{cell: rnn, hidden_size: 32, …}``; with
+    ``given`` (say ``{cell: gru}``), the smallest model that has those values.
 
     Size is the parameter count. It orders these models as their FLOPs do: every weight outside the embedding is one
     multiply-accumulate per character (:func:`tuning.complexity.recurrent_macs_per_step`), and the embedding grows
@@ -63,9 +80,13 @@ def cheapest_point(space: SearchSpace) -> dict[str, Any]:
     is left out, for the sampler.
     Pure: builds a few models on the CPU, trains nothing.
     """
-    base = {**space.base_config(), **{p.name: p.corners()[0] for p in space.params}}
+    given = dict(given or {})
+    base = {**space.base_config(), **{p.name: p.corners()[0] for p in space.params}, **given}
     point: dict[str, Any] = {}
     for param in space.params:
+        if param.name in given:
+            point[param.name] = given[param.name]
+            continue
         sizes = {i: _size({**base, param.name: value}) for i, value in enumerate(param.corners())}
         known = {i: s for i, s in sizes.items() if s is not None}
         if len(set(known.values())) < 2:
@@ -74,3 +95,20 @@ def cheapest_point(space: SearchSpace) -> dict[str, Any]:
         point[param.name] = best
         base[param.name] = best
     return point
+
+
+def family_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The cheapest model of every family, smallest first, the space's cheapest model among them: for each
+    categorical parameter that changes the size of the space's cheapest model, :func:`cheapest_point` given each of
+    its choices. Distinct points only, and none the trainer refuses. Pure, as :func:`cheapest_point`."""
+    cheapest = cheapest_point(space)
+    points = [cheapest]
+    for param in space.params:
+        if param.type != "categorical" or param.name not in cheapest:
+            continue
+        for choice in param.corners():
+            point = cheapest_point(space, {param.name: choice})
+            if point not in points and _size({**space.base_config(), **point}) is not None:
+                points.append(point)
+    sizes = {i: _size({**space.base_config(), **p}) or 0 for i, p in enumerate(points)}
+    return [points[i] for i in sorted(sizes, key=lambda i: (sizes[i], i))]

@@ -224,16 +224,17 @@ def grid_space(data: Mapping[str, Any], quick: bool = False) -> dict[str, Any]:
 
 
 def mo_space(data: Mapping[str, Any], sampler: str, scheduler: str,
-             scheduler_metric: Mapping[str, str] | None = None, cost_anchor: bool = False) -> dict[str, Any]:
+             scheduler_metric: Mapping[str, str] | None = None, cost_anchor: str = "off") -> dict[str, Any]:
     """The space with the accuracy/FLOPs objectives, a sampler and a scheduler (ranking by scheduler_metric).
 
-    A model-based sampler's space says ``cost_anchor`` outright (:mod:`tuning.anchor`), so that a record of a search
-    with the anchor and one without have different keys (the space text's hash); random search never anchors.
+    A model-based sampler's space says ``cost_anchor`` (one of :data:`tuning.anchor.ANCHORS`) outright, as YAML
+    false / true / families, so that records of searches with different anchors have different keys (the space
+    text's hash; false and true as they were written before families existed); random search never anchors.
     """
     out = {k: v for k, v in data.items() if k not in ("objective", "objectives", "scheduler_metric", "cost_anchor")}
     extra: dict[str, Any] = {"scheduler_metric": dict(scheduler_metric)} if scheduler_metric else {}
     if sampler != "random":
-        extra["cost_anchor"] = cost_anchor
+        extra["cost_anchor"] = {"off": False, "cheapest": True}.get(cost_anchor, cost_anchor)
     return {**out, "sampler": sampler, "scheduler": scheduler, **extra,
             "objectives": [{"metric": m, "mode": d} for m, d in MO_OBJECTIVES.items()]}
 
@@ -699,8 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--reference-flops", type=_positive, default=None,
                     help="the hypervolume's FLOPs reference point (default 1.1 × the largest completed trial of the "
                          "runs in the table): give another table's to compare the two")
-    mo.add_argument("--cost-anchor", action="store_true",
-                    help="the methods with a model-based sampler train the cheapest model first (tuning.anchor)")
+    mo.add_argument("--cost-anchor", nargs="?", const="cheapest", default="off", choices=("cheapest", "families"),
+                    help="the methods with a model-based sampler train the cheapest model first (tuning.anchor); "
+                         "--cost-anchor families: the cheapest model of each family (each cell type)")
     return parser
 
 

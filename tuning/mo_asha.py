@@ -8,6 +8,11 @@ at that rung so far. The ranking is NSGA-II's (Deb et al. 2002): non-dominated s
 a front, larger crowding distance first; equal keys keep arrival order. Costs known before training (FLOPs,
 parameters) are in every result, so they count at every rung.
 
+Cost anchors (:mod:`tuning.anchor`: the cheapest model of the space, or of each family) are recorded at every rung
+like any trial, so they count in the others' ranking, but are never stopped there: an anchor exists to put the cheap
+end of the front on it, and only trials that complete the full budget are on the front. A trial is an anchor when its
+config has an anchor's size parameters (a sampled trial of the same architecture counts as one too).
+
 Ray's own ASHA keeps its rungs in memory only, so a restored experiment forgets them; this scheduler writes
 them to a JSON file in the experiment directory after every decision and reads them back on restore.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +53,12 @@ class ParetoASHA(FIFOScheduler):
         time_attr: the result key counting training progress (our ``iteration``).
         max_t, grace_period, reduction_factor: as Ray's ``ASHAScheduler``.
         state_file: where rung records persist (None keeps them in memory).
+        anchors: the cost anchors' size parameters (:func:`tuning.anchor.anchor_points`): trials with them run on.
     """
 
     def __init__(self, objectives: dict[str, str], *, time_attr: str = "iteration", max_t: int = 16,
-                 grace_period: int = 1, reduction_factor: int = 3, state_file: Path | str | None = None) -> None:
+                 grace_period: int = 1, reduction_factor: int = 3, state_file: Path | str | None = None,
+                 anchors: Sequence[Mapping[str, Any]] = ()) -> None:
         super().__init__()
         if len(objectives) < 1 or any(m not in ("min", "max") for m in objectives.values()):
             raise ValueError(f"objectives must map metrics to 'min' or 'max', got {objectives!r}")
@@ -60,6 +68,7 @@ class ParetoASHA(FIFOScheduler):
         self.rungs: dict[int, dict[str, list[float]]] = {m: {} for m in asha_rungs(max_t, grace_period,
                                                                                     reduction_factor)}
         self.state_file = Path(state_file) if state_file else None
+        self.anchors = [dict(a) for a in anchors]
         self.num_stopped = 0
         self._loaded = False
 
@@ -74,8 +83,12 @@ class ParetoASHA(FIFOScheduler):
             values.append(float(value) if mode == "min" else -float(value))
         return values
 
-    def decide(self, trial_id: str, iteration: int, result: dict[str, Any]) -> str:
-        """Record the trial at the highest rung it has newly reached and say whether it goes on."""
+    def is_anchor(self, config: Mapping[str, Any]) -> bool:
+        return any(all(config.get(k) == v for k, v in a.items()) for a in self.anchors)
+
+    def decide(self, trial_id: str, iteration: int, result: dict[str, Any], anchor: bool = False) -> str:
+        """Record the trial at the highest rung it has newly reached and say whether it goes on (an ``anchor``
+        always does, unless it diverged)."""
         self._ensure_loaded()
         vector = self.vector(result)
         if vector is None:
@@ -92,7 +105,7 @@ class ParetoASHA(FIFOScheduler):
             keep = math.ceil(len(ids) / self.rf)
             promoted = {ids[i] for i in order[:keep]}
             action = TrialScheduler.CONTINUE
-            if trial_id not in promoted or not all(math.isfinite(v) for v in vector):
+            if (trial_id not in promoted and not anchor) or not all(math.isfinite(v) for v in vector):
                 action = TrialScheduler.STOP
                 self.num_stopped += 1
             self._save()
@@ -111,7 +124,8 @@ class ParetoASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if self.time_attr not in result:
             return TrialScheduler.CONTINUE
-        return self.decide(trial.trial_id, int(result[self.time_attr]), result)
+        return self.decide(trial.trial_id, int(result[self.time_attr]), result,
+                           anchor=self.is_anchor(getattr(trial, "config", None) or {}))
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         pass  # a finished trial reached max_t: no rung left to record it in

@@ -15,7 +15,8 @@ Rules and bookkeeping:
 - Rungs, ranking and persistence are :class:`tuning.mo_asha.ParetoASHA`'s: one objective sorts by value, several
   by NSGA-II rank then crowding; the records (and which trials were promoted or wait) are written to the state file
   after every decision, so ``--resume`` keeps them.
-- A trial that reaches a rung and is promotable at once continues without a pause (no checkpoint round trip).
+- A trial that reaches a rung and is promotable at once continues without a pause (no checkpoint round trip); so
+  does a cost anchor (:class:`tuning.mo_asha.ParetoASHA`), counted as promoted there.
 - A pause frees the trial's slot for the searcher (``on_pause`` / ``on_unpause``, the hooks Ray's BOHB uses), and
   Optuna is told the paused trial as PRUNED at that step (see :class:`tuning.tune_glue.PrunedAwareOptunaSearch`).
 - When the searcher has no new trials left, no trial is running and none is promotable, the trials still waiting
@@ -58,8 +59,9 @@ class PromotionASHA(ParetoASHA):
         order = promotion_order(np.array([recorded[i] for i in ids], dtype=float))
         return [ids[i] for i in order[:keep] if ids[i] not in self.promoted[milestone]]
 
-    def decide(self, trial_id: str, iteration: int, result: dict[str, Any]) -> str:
-        """Record the trial at the highest rung it has newly reached: CONTINUE if promotable now, else PAUSE."""
+    def decide(self, trial_id: str, iteration: int, result: dict[str, Any], anchor: bool = False) -> str:
+        """Record the trial at the highest rung it has newly reached: CONTINUE if promotable now (or an ``anchor``,
+        which counts as promoted there), else PAUSE."""
         self._ensure_loaded()
         rung = self.waiting.get(trial_id)
         if rung is not None and iteration >= rung:
@@ -82,7 +84,7 @@ class PromotionASHA(ParetoASHA):
                 self._save()
                 return TrialScheduler.STOP
             recorded[trial_id] = vector
-            if trial_id in self.promotable(milestone):
+            if anchor or trial_id in self.promotable(milestone):
                 self.promoted[milestone].add(trial_id)
                 action = TrialScheduler.CONTINUE
             else:

@@ -324,10 +324,13 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
                 + ", ".join(f"{k} {fmt(v)}" for k, v in (hv_reference(done, objectives) if len(done) else {}).items())
                 + ")" + (f"; {', '.join(log_axes(objectives))} on a log10 axis (decades), as above"
                          if log_axes(objectives) else "") + ".", ""]
-        if meta.get("cost_anchor"):
-            out += ["The first trial was the space's cheapest model (cost anchor: "
-                    + ", ".join(f"{k} {v}" for k, v in meta["cost_anchor"].items()) + "), the cheap end of the front.",
-                    ""]
+        anchors = meta.get("cost_anchor") or []
+        anchors = [anchors] if isinstance(anchors, dict) else anchors  # an experiment from before families: one
+        if anchors:
+            points = "; ".join(", ".join(f"{k} {v}" for k, v in a.items()) for a in anchors)
+            out += [("The first trial was the space's cheapest model" if len(anchors) == 1 else
+                     f"The first {len(anchors)} trials were the cheapest model of each family")
+                    + f" (cost anchor: {points}), the cheap end of the front.", ""]
         front = pareto.pareto_front(done, objectives) if len(done) else done
         out += [md_table(front, TRIAL_COLUMNS), "",
                 md_table(t.hv_trace, {"trial_id": ("completed trial", ""), "wall_s": ("wall s", ""),

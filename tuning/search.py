@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning import storage
-from tuning.anchor import anchor_point
+from tuning.anchor import anchor_points
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
     p.add_argument("--objectives", help="several objectives, e.g. val_loss:min,flops_per_char:min (multi-objective "
                                         "search: Optuna's NSGA-II/MO-TPE and the Pareto-aware MO-ASHA scheduler)")
-    p.add_argument("--cost-anchor", action="store_true",
+    p.add_argument("--cost-anchor", nargs="?", const="cheapest", choices=("cheapest", "families"),
                    help="with a cost objective (FLOPs, MACs, params) minimised, train the space's cheapest model "
-                        "first (the space's cost_anchor: true)")
+                        "first (the space's cost_anchor: true); --cost-anchor families: the cheapest model of each "
+                        "family (each cell type), smallest first (cost_anchor: families)")
     p.add_argument("--max-flops-per-char", type=float, help="constraint: forward FLOPs per character at most this")
     p.add_argument("--max-params", type=float, help="constraint: parameters at most this")
     p.add_argument("--max-inference-ms", type=float, help="constraint: inference latency (ms) at most this")
@@ -157,7 +158,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise UserError(f"--objectives={args.objectives} is invalid with {space.source}: its scheduler_metric "
                             "needs one objective, or scheduler asha_first (MO-ASHA ranks by the objectives)")
     if args.cost_anchor:
-        space = replace(space, cost_anchor=True)
+        space = replace(space, cost_anchor=args.cost_anchor)
     constraints = dict(space.constraints)
     for flag, metric in (("max_flops_per_char", "flops_per_char"), ("max_params", "params"),
                          ("max_inference_ms", "inference_latency_ms")):
@@ -333,7 +334,7 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
         sampler=space.sampler,
         scheduler=space.scheduler,
         scheduler_metric=asdict(space.scheduler_metric) if space.scheduler_metric else None,
-        cost_anchor=anchor_point(space),
+        cost_anchor=anchor_points(space),
         budget=asdict(space.budget),
         num_samples=plan.num_samples if not space.is_grid else space.grid_size(),
         seed=plan.seed,
@@ -370,7 +371,8 @@ def make_scheduler(plan: Plan) -> Any:
         local_state = None if is_uri(plan.storage) else Path(plan.storage) / plan.name / SCHEDULER_DIR / state_name
         return ours({o.metric: o.mode for o in space.objectives}, time_attr="iteration",
                     max_t=space.budget.max_iters, grace_period=space.budget.grace_iters,
-                    reduction_factor=space.budget.reduction_factor, state_file=local_state)
+                    reduction_factor=space.budget.reduction_factor, state_file=local_state,
+                    anchors=anchor_points(space))
     return FIFOScheduler()
 
 
@@ -450,10 +452,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     advice = rung_advice(plan.space.budget, plan.space.scheduler)
     if advice:
         print(f"warning: {advice}", file=sys.stderr)
-    anchor = anchor_point(plan.space)
-    if anchor is not None and not args.resume:
-        point = ", ".join(f"{k}={v}" for k, v in anchor.items())
-        print(f"cost anchor: the first trial is the space's cheapest model ({point})", file=sys.stderr)
+    anchors = anchor_points(plan.space)
+    if anchors and not args.resume:
+        points = "; ".join(", ".join(f"{k}={v}" for k, v in a.items()) for a in anchors)
+        which = ("the first trial is the space's cheapest model" if len(anchors) == 1
+                 else f"the first {len(anchors)} trials are the cheapest model of each family")
+        print(f"cost anchor: {which} ({points})", file=sys.stderr)
     check_precision_here(plan, args)
     start_ray(args)
     slots = plan_resources(args)

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning.anchor import anchor_point
+from tuning.anchor import anchor_points
 from tuning.config import TrainConfig
 from tuning.data import Corpus
 from tuning.spaces import SearchSpace, optuna_distributions
@@ -268,10 +268,10 @@ def make_searcher(space: SearchSpace, seed: int) -> PrunedAwareOptunaSearch:
         sampler=make_sampler(space, seed),
     )
     searcher.constraints = dict(space.constraints)
-    point = anchor_point(space)
-    if point is not None:
+    for point in anchor_points(space):
         # Ray's points_to_evaluate insists on complete points; Optuna's own queue takes a partial one and lets the
-        # sampler draw the rest. The study exists already: OptunaSearch makes it when given a space.
+        # sampler draw the rest, in the order enqueued. The study exists already: OptunaSearch makes it when given a
+        # space.
         study: Any = searcher._ot_study
         study.enqueue_trial(point)
     return searcher
