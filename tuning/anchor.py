@@ -39,9 +39,6 @@ PRETRAINING_COSTS = ("flops_per_char", "train_flops_per_char", "macs_per_char", 
 _VOCAB = 65
 
 
-ANCHORS = ("off", "cheapest", "families")  # the space's cost_anchor (YAML false / true / families)
-
-
 def wants_anchor(space: SearchSpace) -> bool:
     """Whether a search of ``space`` starts with its cheapest model(s): several objectives, one of them a pre-training
     cost minimised, a model-based sampler (``random`` stays an unbiased sample, ``grid`` a grid) and the space's
@@ -102,13 +99,13 @@ def family_points(space: SearchSpace) -> list[dict[str, Any]]:
     categorical parameter that changes the size of the space's cheapest model, :func:`cheapest_point` given each of
     its choices. Distinct points only, and none the trainer refuses. Pure, as :func:`cheapest_point`."""
     cheapest = cheapest_point(space)
-    points = [cheapest]
+    sized: list[tuple[int, dict[str, Any]]] = [(_size({**space.base_config(), **cheapest}) or 0, cheapest)]
     for param in space.params:
         if param.type != "categorical" or param.name not in cheapest:
             continue
         for choice in param.corners():
             point = cheapest_point(space, {param.name: choice})
-            if point not in points and _size({**space.base_config(), **point}) is not None:
-                points.append(point)
-    sizes = {i: _size({**space.base_config(), **p}) or 0 for i, p in enumerate(points)}
-    return [points[i] for i in sorted(sizes, key=lambda i: (sizes[i], i))]
+            size = _size({**space.base_config(), **point})
+            if size is not None and all(point != p for _, p in sized):
+                sized.append((size, point))
+    return [p for _, p in sorted(sized, key=lambda sp: sp[0])]  # sorted is stable: equal sizes keep their order

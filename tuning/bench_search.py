@@ -71,6 +71,7 @@ from tuning.bench_overhead import cmd_overhead
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
 from tuning.report import full_budget, on_log_axes
+from tuning.spaces import ANCHORS
 
 QUICK_SPACE, QUICK_BUDGET_S, QUICK_SEEDS = "smoke", 40.0, (0,)
 GOAL_COMPUTE_RATIO = 0.2  # efficiency: default's compute to reach random's final best ≤ a fifth of random's
@@ -227,7 +228,7 @@ def mo_space(data: Mapping[str, Any], sampler: str, scheduler: str,
              scheduler_metric: Mapping[str, str] | None = None, cost_anchor: str = "off") -> dict[str, Any]:
     """The space with the accuracy/FLOPs objectives, a sampler and a scheduler (ranking by scheduler_metric).
 
-    A model-based sampler's space says ``cost_anchor`` (one of :data:`tuning.anchor.ANCHORS`) outright, as YAML
+    A model-based sampler's space says ``cost_anchor`` (one of :data:`tuning.spaces.ANCHORS`) outright, as YAML
     false / true / families, so that records of searches with different anchors have different keys (the space
     text's hash; false and true as they were written before families existed); random search never anchors.
     """
@@ -700,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--reference-flops", type=_positive, default=None,
                     help="the hypervolume's FLOPs reference point (default 1.1 × the largest completed trial of the "
                          "runs in the table): give another table's to compare the two")
-    mo.add_argument("--cost-anchor", nargs="?", const="cheapest", default="off", choices=("cheapest", "families"),
+    mo.add_argument("--cost-anchor", nargs="?", const="cheapest", default="off", choices=ANCHORS[1:],
                     help="the methods with a model-based sampler train the cheapest model first (tuning.anchor); "
                          "--cost-anchor families: the cheapest model of each family (each cell type)")
     return parser

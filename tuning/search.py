@@ -28,7 +28,7 @@ from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EXPERIMENT_META, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
-from tuning.spaces import ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
+from tuning.spaces import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
 
 # Ray saves the experiment state every few seconds by default ("auto" aims at 5% overhead); a killed driver
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
     p.add_argument("--objectives", help="several objectives, e.g. val_loss:min,flops_per_char:min (multi-objective "
                                         "search: Optuna's NSGA-II/MO-TPE and the Pareto-aware MO-ASHA scheduler)")
-    p.add_argument("--cost-anchor", nargs="?", const="cheapest", choices=("cheapest", "families"),
+    p.add_argument("--cost-anchor", nargs="?", const="cheapest", choices=ANCHORS[1:],
                    help="with a cost objective (FLOPs, MACs, params) minimised, train the space's cheapest model "
                         "first (the space's cost_anchor: true); --cost-anchor families: the cheapest model of each "
                         "family (each cell type), smallest first (cost_anchor: families)")

@@ -65,6 +65,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # asha_first: Ray's ASHA on the first objective even when there are several; asha_promotion: ASHA of the promotion
 # type (tuning.promotion_asha: a trial waits at each rung until it ranks in the top 1/rf there, on every objective);
 # none: every trial runs to the end.
+ANCHORS = ("off", "cheapest", "families")  # cost_anchor (YAML false / true / families; tuning.anchor)
 SCHEDULERS = ("asha", "asha_first", "asha_promotion", "none")
 ASHA_SCHEDULERS = ("asha", "asha_first", "asha_promotion")  # the ones that end trials at rungs
 # Costs a space may bound (--max-flops-per-char, --max-params, --max-inference-ms); Optuna learns the feasible region.
@@ -165,7 +166,7 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     # A multi-objective search that minimises a pre-training cost trains the cheapest model first, or with
     # "families" each family's (tuning.anchor); off by default: in the 45-minute benchmark one seed in three ended
-    # below random search with it. One of tuning.anchor.ANCHORS; YAML false / true / families.
+    # below random search with it. One of ANCHORS; YAML false / true / families.
     cost_anchor: str = "off"
 
     @property
