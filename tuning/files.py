@@ -21,6 +21,10 @@ EXPERIMENT_META = "tuning_experiment.json"  # our metadata: space, command, hard
 SCHEDULER_DIR = "scheduler"
 PARETO_STATE = "pareto_asha.json"  # MO-ASHA's rung records
 PROMOTION_STATE = "promotion_asha.json"  # promotion-type ASHA's rungs, promotions and waiting trials
+# The end-of-search evaluation of chosen trials' checkpoints on the whole validation split (a subfolder for the
+# same reason as SCHEDULER_DIR): {"trials": {trial_id: {"val_loss", "val_acc_last", "iteration", "windows", ...}}}.
+EVALUATION_DIR = "evaluation"
+FULL_VALIDATION = "full_validation.json"
 # Inside a trial directory, written by Ray.
 RESULT_FILE = "result.json"  # Ray's JsonLoggerCallback: one JSON object per reported result
 # Inside a checkpoint directory.
