@@ -11,10 +11,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# The corpora are never committed; tests read the shared copy (CI sets the same variable).
-os.environ.setdefault("TUNING_DATA_DIR", str(SHARED_DATA))
+
+
+def _corpora_dir() -> Path:
+    """A folder holding both named corpora, for tests and the processes they start.
+
+    ``$TUNING_DATA_DIR`` when set (CI points it at the shared copy), else the shared copy beside the repository,
+    else the user's cache: tiny Shakespeare downloads there once (checksum checked) and the packaged paragraph
+    is copied beside it, as a user who cloned the repository has neither folder.
+    """
+    if os.environ.get("TUNING_DATA_DIR"):
+        return Path(os.environ["TUNING_DATA_DIR"]).expanduser()
+    if (SHARED_DATA / "nextchar.txt").is_file():
+        return SHARED_DATA
+    from tuning import data
+    from tuning.files import atomic_write
+
+    for name, known in data.KNOWN_CORPORA.items():
+        source = data.resolve_corpus(name)
+        target = data.cache_dir() / known.filename
+        if source != target:
+            atomic_write(target, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
+    return data.cache_dir()
+
+
 # Made absolute: the README's command gives a relative path, and tests start processes in other folders.
-os.environ["TUNING_DATA_DIR"] = str(Path(os.environ["TUNING_DATA_DIR"]).resolve())
+os.environ["TUNING_DATA_DIR"] = str(_corpora_dir().resolve())
 
 
 def pytest_configure(config: pytest.Config) -> None:

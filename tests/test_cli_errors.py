@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = os.environ.get("TUNING_DATA_DIR", "/work/shared/data")
+DATA_DIR = os.environ["TUNING_DATA_DIR"]  # set by conftest.py
 
 # A valid space on a corpus given by path; the cases below swap in bad corpora.
 SPACE_ON_FILE = """\
@@ -146,12 +146,15 @@ def test_corpus_too_short_for_seq_len(tmp_path: Path) -> None:
     assert "seq_len" in line and "short.txt" in line
 
 
-def test_named_corpus_missing_without_download_source(tmp_path: Path) -> None:
+def test_named_corpus_missing_and_download_failing(tmp_path: Path) -> None:
+    """No data folder, an empty cache and a download that fails: one line naming the three ways to provide it."""
     empty_data = tmp_path / "empty-data"
     empty_data.mkdir()
-    line = run_error(tmp_path, "--space", "nextchar", env={"TUNING_DATA_DIR": str(empty_data)})
-    assert "nextchar" in line and "TUNING_DATA_DIR" in line
-    assert not (tmp_path / "xdg-cache" / "tuning").exists()
+    line = run_error(tmp_path, "--space", "shakespeare", env={"TUNING_DATA_DIR": str(empty_data),
+                                                               "HTTPS_PROXY": "http://127.0.0.1:9",
+                                                               "https_proxy": "http://127.0.0.1:9"})
+    assert "tinyshakespeare" in line and "TUNING_DATA_DIR" in line and "download failed" in line
+    assert not list((tmp_path / "xdg-cache").glob("tuning/tinyshakespeare*"))
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA caps x86 ISAs")

@@ -85,17 +85,35 @@ def test_offline_error_names_three_ways(empty_dirs: Path, monkeypatch: pytest.Mo
     assert "\n" not in message
 
 
-def test_nextchar_has_no_download_source(empty_dirs: Path) -> None:
+def test_nextchar_ships_with_the_package(empty_dirs: Path) -> None:
+    """No data folder, an empty cache, no network: the paragraph still resolves, checksum checked, nothing cached."""
+    path = resolve_corpus("nextchar", download=False)
+    assert path.parent.name == "corpora" and path.parent.parent == Path(data.__file__).parent
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == KNOWN_CORPORA["nextchar"].sha256
+    assert load_corpus("nextchar", normalize_whitespace=True).vocab_size == 44
+    assert not (empty_dirs / "cache").exists()
+
+
+def test_a_corpus_without_source_or_copy_says_how_to_provide_it(empty_dirs: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(KNOWN_CORPORA, "private", KnownCorpus("private.txt", "0" * 64, 10, url=None))
     with pytest.raises(UserError, match="no download source"):
+        resolve_corpus("private")
+
+
+def test_data_dir_copy_with_wrong_checksum_is_refused(empty_dirs: Path) -> None:
+    """A wrong copy the user points at is refused, not passed over for the packaged one."""
+    (empty_dirs / "data" / "nextchar.txt").write_text("not the paragraph", encoding="utf-8")
+    with pytest.raises(UserError, match="sha256"):
         resolve_corpus("nextchar")
 
 
 def test_cached_copy_with_wrong_checksum_is_refused(empty_dirs: Path) -> None:
-    cached = data.cache_dir() / "nextchar.txt"
+    cached = data.cache_dir() / "tinyshakespeare.txt"
     cached.parent.mkdir(parents=True)
-    cached.write_text("not the paragraph", encoding="utf-8")
+    cached.write_text("not the play", encoding="utf-8")
     with pytest.raises(UserError, match="sha256"):
-        resolve_corpus("nextchar")
+        resolve_corpus("tinyshakespeare")
 
 
 @pytest.fixture()

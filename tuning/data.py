@@ -1,8 +1,8 @@
 """Corpora: finding the text, checking it, and splitting it into token ids.
 
 A corpus is named (``tinyshakespeare``, ``nextchar``) or given as a path to any UTF-8 text file. Named
-corpora are found, in order, at an explicit path, in ``$TUNING_DATA_DIR``, in a per-user cache directory,
-and (tiny Shakespeare only) downloaded into that cache with its checksum verified.
+corpora are found, in order, in ``$TUNING_DATA_DIR``, inside the package (small ones ship with it), in a
+per-user cache directory, and otherwise downloaded into that cache; every copy's checksum is verified.
 
 The split is contiguous: the first 90% of the text trains, the last 10% validates. The homework split
 overlapping stride-1 windows at random, so almost every validation window shared all but one character
@@ -11,7 +11,9 @@ with a training window; a contiguous split cannot leak that way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.resources
 import os
 import re
 import urllib.error
@@ -35,6 +37,7 @@ class KnownCorpus:
     sha256: str
     size: int
     url: str | None  # None: no public download source
+    packaged: bool = False  # shipped inside the package (tuning/corpora/), so it needs no download
 
 
 KNOWN_CORPORA: dict[str, KnownCorpus] = {
@@ -44,12 +47,13 @@ KNOWN_CORPORA: dict[str, KnownCorpus] = {
         size=1_115_394,
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     ),
-    # The homework's Problem 1 paragraph; it exists only in the homework, so it has no download source.
+    # The homework's Problem 1 paragraph: it has no public source, and at 2.4 KB it ships with the package.
     "nextchar": KnownCorpus(
         filename="nextchar.txt",
         sha256="370e4e1abd2b1496db75276a3cae6567e5e587bd5f9da0d76f22a3bed265f002",
         size=2_391,
         url=None,
+        packaged=True,
     ),
 }
 
@@ -58,6 +62,14 @@ def cache_dir() -> Path:
     """The per-user cache directory (``$XDG_CACHE_HOME/tuning`` or ``~/.cache/tuning``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tuning"
+
+
+def packaged_path(known: KnownCorpus) -> Path | None:
+    """The copy shipped inside the package, where there is one (a file on disk for any install of ours)."""
+    if not known.packaged:
+        return None
+    path = Path(str(importlib.resources.files("tuning") / "corpora" / known.filename))
+    return path if path.is_file() else None
 
 
 def _sha256(path: Path) -> str:
@@ -92,7 +104,14 @@ def _download(known: KnownCorpus, name: str, target: Path) -> Path:
                     bar.update(len(block))
         _verified(tmp, known, name)  # a bad download never replaces anything
 
-    atomic_write(target, fetch)
+    made_folder = not target.parent.exists()
+    try:
+        atomic_write(target, fetch)
+    except BaseException:
+        if made_folder:  # a failed first download leaves no empty cache folder behind
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        raise
     return target
 
 
@@ -110,6 +129,8 @@ def resolve_corpus(name_or_path: str, *, download: bool = True) -> Path:
     candidates = []
     if os.environ.get(DATA_DIR_ENV):
         candidates.append(Path(os.environ[DATA_DIR_ENV]).expanduser() / known.filename)
+    if (shipped := packaged_path(known)) is not None:
+        candidates.append(shipped)
     cached = cache_dir() / known.filename
     candidates.append(cached)
     for candidate in candidates:
