@@ -25,13 +25,13 @@ def _corpora_dir() -> Path:
     if (SHARED_DATA / "nextchar.txt").is_file():
         return SHARED_DATA
     from tuning import data
-    from tuning.files import atomic_write
+    from tuning.files import atomic_write_bytes
 
     for name, known in data.KNOWN_CORPORA.items():
         source = data.resolve_corpus(name)
         target = data.cache_dir() / known.filename
         if source != target:
-            atomic_write(target, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
+            atomic_write_bytes(target, source.read_bytes())
     return data.cache_dir()
 
 
