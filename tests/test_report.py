@@ -21,6 +21,8 @@ import pytest
 
 from tuning import pareto, report
 from tuning.files import (
+    EVALUATION_DIR,
+    FULL_VALIDATION,
     HISTORY_TABLE,
     PARETO_TABLE,
     PLOT_CURVES,
@@ -54,7 +56,9 @@ from tuning.results import (
     held_at_rungs,
     history_frame,
     load_experiment,
+    read_full_validation,
     trials_frame,
+    waiting_at_rungs,
 )
 
 NAN = math.nan
@@ -326,7 +330,7 @@ def test_empty_experiment_builds_renders_and_writes(tmp_path: Path) -> None:
     t = build_tables(dict(META), trials_frame([]), history_frame([]))
     assert t.pareto.empty and t.hypervolume == 0.0
     md = render_markdown(t)
-    assert "| 0 | 0 | 0 | 0 | 0 |" in md
+    assert "| 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in md
     assert "unfinished**" not in md
     write_tables(t, tmp_path)
     assert len(pd.read_parquet(tmp_path / TRIALS_TABLE)) == 0
@@ -391,7 +395,7 @@ def test_markdown_contents() -> None:
     # Status counts, in the order of STATUSES.
     header = "| " + " | ".join(STATUSES) + " |"
     assert header in lines
-    assert lines[lines.index(header) + 2] == "| 5 | 2 | 1 | 1 | 1 |"
+    assert lines[lines.index(header) + 2] == "| 5 | 2 | 0 | 1 | 1 | 1 | 0 |"
     assert "- `r1` errored: RuntimeError: CUDA out of memory" in lines
     assert "**1 trial(s) unfinished**" in md
     # Cell × sequence length: best trial per (cell, seq) among completed and early-stopped.
@@ -421,7 +425,7 @@ def test_markdown_without_unfinished_or_errored_trials() -> None:
     records = [r for r in example_records() if r["status"] not in ("unfinished", "errored")]
     md = render_markdown(example_tables(records))
     assert "unfinished**" not in md and "errored:" not in md
-    assert "| 5 | 2 | 1 | 0 | 0 |" in md
+    assert "| 5 | 2 | 0 | 1 | 0 | 0 | 0 |" in md
 
 
 def test_pipes_and_newlines_are_escaped_in_every_table() -> None:
@@ -589,8 +593,8 @@ MILESTONES = {1, 3, 9}
         ({"iteration": 9, "trial_status": "running"}, "TERMINATED", None, "early_stopped"),
         ({"iteration": 4, "trial_status": "running"}, "TERMINATED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, "RUNNING", None, "unfinished"),
-        # promotion-type ASHA: waiting at a rung when the search ended (or was interrupted)
-        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "early_stopped"),
+        # promotion-type ASHA: waiting at a rung when the search was cut short; nothing decided it should stop
+        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "paused"),
         ({"iteration": 4, "trial_status": "running"}, "PAUSED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, None, None, "unfinished"),
         ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", None, "completed"),
@@ -604,8 +608,10 @@ MILESTONES = {1, 3, 9}
         # without Ray's state file, an error file is all there is to go on
         ({"iteration": 3, "trial_status": "running"}, None, "OSError: gone", "errored"),
         (None, "ERROR", None, "errored"),
-        (None, "TERMINATED", None, "unfinished"),
-        (None, "PENDING", None, "unfinished"),
+        # never reported a result
+        (None, "TERMINATED", None, "not_started"),
+        (None, "PENDING", None, "not_started"),
+        (None, None, None, "not_started"),
     ],
 )
 def test_classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, want: str) -> None:
@@ -624,17 +630,27 @@ def test_held_at_rungs_is_the_highest_rung_a_trial_was_not_promoted_from() -> No
 
 
 @pytest.mark.parametrize(
-    ("iteration", "ray_status", "want"),
+    ("iteration", "ray_status", "waiting", "want"),
     [
-        (3, "TERMINATED", "early_stopped"),  # held at rung 3, stopped when the search ended
-        (4, "TERMINATED", "early_stopped"),  # restarted from its rung's checkpoint after a restore, paused again
-        (4, "PAUSED", "early_stopped"),
-        (4, "RUNNING", "unfinished"),  # the driver was killed: nothing was decided about the iteration it ran
+        # the search ended by itself: the scheduler stopped every waiting trial and struck it off its list
+        (3, "TERMINATED", False, "early_stopped"),
+        (4, "TERMINATED", False, "early_stopped"),  # restarted from its rung's checkpoint after a restore
+        (4, "PAUSED", False, "early_stopped"),  # the scheduler's record is newer than Ray's state file
+        # the time budget or a Ctrl-C ended the search while it waited for a promotion
+        (3, "PAUSED", True, "paused"),
+        (3, "TERMINATED", True, "paused"),
+        (4, "PAUSED", True, "paused"),
+        (4, "RUNNING", False, "unfinished"),  # the driver was killed: nothing was decided about the iteration it ran
     ],
 )
-def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, want: str) -> None:
+def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, waiting: bool, want: str) -> None:
     last = {"iteration": iteration, "trial_status": "running"}
-    assert classify(last, ray_status, None, 16, MILESTONES, held=True) == want
+    assert classify(last, ray_status, None, 16, MILESTONES, held=True, waiting=waiting) == want
+
+
+def test_waiting_at_rungs_reads_the_schedulers_list() -> None:
+    assert waiting_at_rungs({"waiting": {"a": 3, "b": 1}}) == {"a", "b"}
+    assert waiting_at_rungs({}) == set()
 
 
 # ---------------------------------------------------------------------------------------------------- Plots
@@ -701,12 +717,13 @@ def test_the_newest_state_file_is_the_newest_name_not_the_newest_mtime(tmp_path:
     future = time.time() + 60
     os.utime(old, (future, future))  # a restored run uploads the earlier session's file again with every save
     _, trials, _ = load_experiment(exp)
-    assert trials.set_index("trial_id").loc["ddd", "status"] == "early_stopped"  # 2025's PAUSED, not 2024's RUNNING
+    assert trials.set_index("trial_id").loc["ddd", "status"] == "paused"  # 2025's PAUSED, not 2024's RUNNING
 
 
-@pytest.mark.parametrize(("promoted_from_2", "want"), [([], "early_stopped"), (["ddd"], "unfinished")])
+@pytest.mark.parametrize(("promoted_from_2", "waiting", "want"),
+                         [([], {}, "early_stopped"), ([], {"ddd": 2}, "paused"), (["ddd"], {}, "unfinished")])
 def test_promotion_asha_records_say_which_trials_it_held(tmp_path: Path, promoted_from_2: list[str],
-                                                          want: str) -> None:
+                                                          waiting: dict[str, int], want: str) -> None:
     exp = make_experiment(tmp_path, "asha_promotion")  # rungs at iterations 1 and 2; ddd reported 3 iterations
     state_file = exp / "experiment_state-2024.json"
     state = json.loads(state_file.read_text())
@@ -717,10 +734,11 @@ def test_promotion_asha_records_say_which_trials_it_held(tmp_path: Path, promote
     assert trials.set_index("trial_id").loc["ddd", "status"] == "unfinished"  # iteration 3 is not a rung
     (exp / SCHEDULER_DIR).mkdir()
     record = {"rungs": {"1": {"aaa": [1.9], "bbb": [1.9], "ddd": [1.9]}, "2": {"aaa": [1.8], "ddd": [1.8]}},
-              "promoted": {"1": ["aaa", "ddd"], "2": ["aaa", *promoted_from_2]}, "waiting": {}}
+              "promoted": {"1": ["aaa", "ddd"], "2": ["aaa", *promoted_from_2]}, "waiting": waiting}
     (exp / SCHEDULER_DIR / PROMOTION_STATE).write_text(json.dumps(record))
     _, trials, _ = load_experiment(exp)
-    # held at rung 2 (one iteration past it after a restore): stopped by the scheduler; promoted: cut off on its way
+    # held at rung 2 (one iteration past it after a restore): stopped by the scheduler, or paused if the search was
+    # cut short while it still waited; promoted: cut off on its way
     assert trials.set_index("trial_id").loc["ddd", "status"] == want
 
 
@@ -745,7 +763,7 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(pd.read_parquet(out / PARETO_TABLE)["trial_id"]) == {"aaa"}
     assert len(pd.read_parquet(out / HISTORY_TABLE)) == 4 + 2 + 1 + 3
     md = (out / REPORT_MD).read_text(encoding="utf-8")
-    assert "| 1 | 1 | 0 | 1 | 1 |" in md and "RuntimeError: boom" in md and bad_rows(md) == []
+    assert "| 1 | 1 | 0 | 0 | 1 | 1 | 0 |" in md and "RuntimeError: boom" in md and bad_rows(md) == []
     assert f"![accuracy against training FLOPs per character]({PLOT_FRONT})" in md
     for png in (PLOT_FRONT, PLOT_CURVES):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
@@ -756,3 +774,42 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_main_on_a_directory_that_is_not_an_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.main([str(tmp_path)]) == 2
     assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_a_trial_that_never_reported_is_not_started_and_costs_nothing(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    d = exp / "eee_00000"  # Ray made its folder, then the search ended before its first result
+    d.mkdir()
+    (d / "params.json").write_text(json.dumps({"cell": "rnn", "seq_len": 16, "hidden_size": 32}))
+    meta, trials, history = load_experiment(exp)
+    row = trials.set_index("trial_id").loc["eee"]
+    assert row["status"] == "not_started" and row["feasible"] is pd.NA
+    assert "eee" not in set(history["trial_id"])
+    t = build_tables(meta, trials, history)
+    assert "eee" not in set(t.pareto["trial_id"])
+    md = render_markdown(t)
+    assert "`eee`" not in md and "| eee |" not in md
+
+
+def test_the_whole_split_evaluation_is_read_into_the_trials_table(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    _, trials, _ = load_experiment(exp)
+    assert trials["full_val_loss"].isna().all() and str(trials["full_val_iteration"].dtype) == "Int64"
+    (exp / EVALUATION_DIR).mkdir()
+    record = {"trials": {"aaa": {"val_loss": 1.55, "val_acc_last": 0.61, "iteration": 4, "windows": 300,
+                                 "validation_chars": 9600}}}
+    (exp / EVALUATION_DIR / FULL_VALIDATION).write_text(json.dumps(record))
+    _, trials, _ = load_experiment(exp)
+    aaa = trials.set_index("trial_id").loc["aaa"]
+    assert (aaa["full_val_loss"], aaa["full_val_acc_last"], aaa["full_val_iteration"]) == (1.55, 0.61, 4)
+    assert trials.set_index("trial_id")["full_val_loss"].drop("aaa").isna().all()
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"trials": [1]}', '{"trials": {"aaa": 3}}'])
+def test_a_missing_or_damaged_whole_split_evaluation_is_ignored(tmp_path: Path, text: str) -> None:
+    exp = make_experiment(tmp_path)
+    (exp / EVALUATION_DIR).mkdir()
+    (exp / EVALUATION_DIR / FULL_VALIDATION).write_text(text)
+    assert read_full_validation(exp) == {}
+    _, trials, _ = load_experiment(exp)
+    assert trials["full_val_loss"].isna().all()
