@@ -880,7 +880,7 @@ def test_rung_fronts_compare_the_trials_measured_at_that_budget() -> None:
     md = render_markdown(t)
     assert "## Fronts at equal budget" in md
     assert md.index("### After 3 iterations = 3 k characters (4 trials measured there)") < md.index(
-        "### After 1 iterations = 1 k characters (5 trials measured there)")
+        "### After 1 iteration = 1 k characters (5 trials measured there)")
     assert "so there is no full-budget front; the fronts at equal budget below" in md
     assert bad_rows(md) == []
 
@@ -975,9 +975,9 @@ def test_whole_split_figures_sit_beside_the_prefix_ones() -> None:
     t = build_tables(dict(RUNG_META), trials_frame(records), history)
     md = render_markdown(t)
     assert "| val loss (whole split) |" in md and "`val loss (whole split)` is the same checkpoint" in md
-    rung3 = md[md.index("### After 3 iterations"):md.index("### After 1 iterations")]
+    rung3 = md[md.index("### After 3 iterations"):md.index("### After 1 iteration =")]
     assert "| 1.5 | 1.45 |" in rung3  # b: measured at rung 3
-    rung1 = md[md.index("### After 1 iterations"):]
+    rung1 = md[md.index("### After 1 iteration ="):]
     rung1 = rung1[:rung1.index("\n\n", rung1.index("|---"))]
     assert "1.45" not in rung1 and "1.25" not in rung1  # at rung 1 both trials had trained less than measured
     best = md[md.index("## Best trial per cell type"):md.index("## Pareto fronts")]

@@ -412,7 +412,7 @@ def _fronts(t: Tables) -> list[str]:
     objectives = searched_objectives(meta)
     by_id = annotate(trials, max_iters).set_index("trial_id")
     out = ["## Pareto fronts", "",
-           f"The search minimised or maximised {front_name(objectives)}; each front below weighs that against a "
+           f"The search optimised {front_name(objectives)}; each front below weighs that against a "
            "cost. Only trials that trained their full budget enter these fronts: early-stopped trials would look "
            "cheap only because they were cut short.", ""]
     full = t.pareto[t.pareto["budget_iters"] == max_iters] if len(t.pareto) else t.pareto
@@ -436,7 +436,8 @@ def _fronts(t: Tables) -> list[str]:
             name = rung_front_name(rung_objectives(meta), rung)
             ids = list(t.pareto.loc[t.pareto["front"] == name, "trial_id"])
             table = annotate(t.at_rung[rung], max_iters).set_index("trial_id").loc[ids].reset_index()
-            out += [f"### After {rung} iterations = {fmt(rung * int(chars_per_iter or 0), 'si')} characters "
+            iterations = f"{rung} iteration{'s' if rung != 1 else ''}"
+            out += [f"### After {iterations} = {fmt(rung * int(chars_per_iter or 0), 'si')} characters "
                     f"({len(t.at_rung[rung])} trials measured there)", "", md_table(table, trial_columns(table)), ""]
     if accuracy:
         out += ["## Accuracy fronts", "",
