@@ -33,7 +33,7 @@ from tuning.files import REPORT_MD, TRIALS_TABLE
 from tuning.results import STATUSES, load_experiment
 
 RAY = Path(sys.executable).with_name("ray")
-TERMINAL = set(STATUSES) - {"unfinished"}
+TERMINAL = set(STATUSES) - {"unfinished", "paused", "not_started"}  # a search that ran to its end
 
 
 def _free_port() -> int:

@@ -21,6 +21,8 @@ import pytest
 
 from tuning import pareto, report
 from tuning.files import (
+    EVALUATION_DIR,
+    FULL_VALIDATION,
     HISTORY_TABLE,
     PARETO_TABLE,
     PLOT_CURVES,
@@ -37,12 +39,18 @@ from tuning.report import (
     COSTS,
     PARETO_TYPES,
     Tables,
+    budget_label,
     build_tables,
+    early_stopping_saving,
     front_name,
     md_escape,
     plot_curves,
     plot_front,
     render_markdown,
+    summary,
+    trials_to_evaluate,
+    validation_text,
+    wilson_interval,
     write_tables,
 )
 from tuning.results import (
@@ -54,7 +62,9 @@ from tuning.results import (
     held_at_rungs,
     history_frame,
     load_experiment,
+    read_full_validation,
     trials_frame,
+    waiting_at_rungs,
 )
 
 NAN = math.nan
@@ -63,6 +73,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ACC_FLOPS_FRONT = front_name({ACCURACY: "max", FLOPS: "min"})
 ALL_FRONT = front_name({ACCURACY: "max", **{c: "min" for c in COSTS}})
 TWO_D_FRONTS = {cost: front_name({ACCURACY: "max", cost: "min"}) for cost in COSTS}
+ACCURACY_FRONTS = {*TWO_D_FRONTS.values(), ALL_FRONT}
+LOSS_FRONTS = {*(front_name({"val_loss": "min", cost: "min"}) for cost in COSTS),
+               front_name({"val_loss": "min", **{c: "min" for c in COSTS}})}
 
 # The example's accuracy/FLOPs front c1 (0.5, 100), c2 (0.6, 200), c4 (0.7, 400), reference 550, over log10 FLOPs
 EXAMPLE_HV = 0.5 * math.log10(550 / 100) + 0.1 * math.log10(550 / 200) + 0.1 * math.log10(550 / 400)
@@ -152,6 +165,10 @@ def front_ids(t: Tables, front: str) -> set[str]:
     return set(t.pareto.loc[t.pareto["front"] == front, "trial_id"])
 
 
+def full_budget_fronts(t: Tables) -> pd.DataFrame:
+    return t.pareto[t.pareto["budget_iters"] == t.meta["budget"]["max_iters"]]
+
+
 # --------------------------------------------------------------------------------------------- Pareto table
 
 
@@ -161,7 +178,7 @@ def test_fronts_match_the_hand_worked_example() -> None:
     for cost in ("params", "train_time_s", "inference_latency_ms"):
         assert front_ids(t, TWO_D_FRONTS[cost]) == {"c2", "c3", "c4"}, cost
     assert front_ids(t, ALL_FRONT) == {"c1", "c2", "c3", "c4"}
-    assert set(t.pareto["front"]) == {*TWO_D_FRONTS.values(), ALL_FRONT}
+    assert set(full_budget_fronts(t)["front"]) == ACCURACY_FRONTS | LOSS_FRONTS
     # The rows carry the trial's own numbers.
     c1 = t.pareto[(t.pareto["front"] == ACC_FLOPS_FRONT) & (t.pareto["trial_id"] == "c1")].iloc[0]
     assert (c1[ACCURACY], c1[FLOPS], c1["params"], c1["val_loss"]) == (0.50, 100.0, 1000.0, 1.9)
@@ -169,9 +186,9 @@ def test_fronts_match_the_hand_worked_example() -> None:
     assert list(t.pareto.loc[t.pareto["front"] == ACC_FLOPS_FRONT, "trial_id"]) == ["c4", "c2", "c1"]
 
 
-def test_only_completed_trials_enter_fronts() -> None:
+def test_only_completed_trials_enter_full_budget_fronts() -> None:
     t = example_tables()
-    on_fronts = set(t.pareto["trial_id"])
+    on_fronts = set(full_budget_fronts(t)["trial_id"])
     # e1 (0.95 accuracy at 10 FLOPs/char) would dominate everything; it must not be on any front.
     assert "e1" not in on_fronts
     assert "d1" not in on_fronts  # diverged, NaN accuracy
@@ -187,7 +204,7 @@ def test_nan_accuracy_never_on_a_front_even_when_marked_completed() -> None:
     ]
     t = example_tables(records)
     assert set(t.pareto["trial_id"]) == {"ok"}
-    assert set(t.pareto["front"]) == {*TWO_D_FRONTS.values(), ALL_FRONT}
+    assert set(t.pareto["front"]) == ACCURACY_FRONTS  # no trial reported a loss: the loss fronts are empty
 
 
 def unique_members_in_all_front(t: Tables) -> None:
@@ -310,7 +327,7 @@ def test_no_completed_trial_gives_an_empty_typed_front() -> None:
     assert {c: str(d) for c, d in t.pareto.dtypes.items()} == PARETO_TYPES
     assert t.hypervolume == 0.0
     md = render_markdown(t)
-    assert "_No trial completed its full budget, so there is no front._" in md
+    assert "_No trial completed its full budget, so there is no full-budget front._" in md  # no rung holds 4
     assert "## Text samples" not in md
 
 
@@ -326,7 +343,7 @@ def test_empty_experiment_builds_renders_and_writes(tmp_path: Path) -> None:
     t = build_tables(dict(META), trials_frame([]), history_frame([]))
     assert t.pareto.empty and t.hypervolume == 0.0
     md = render_markdown(t)
-    assert "| 0 | 0 | 0 | 0 | 0 |" in md
+    assert "| 0 | 0 | 0 | 0 | 0 | 0 | 0 |" in md
     assert "unfinished**" not in md
     write_tables(t, tmp_path)
     assert len(pd.read_parquet(tmp_path / TRIALS_TABLE)) == 0
@@ -391,7 +408,7 @@ def test_markdown_contents() -> None:
     # Status counts, in the order of STATUSES.
     header = "| " + " | ".join(STATUSES) + " |"
     assert header in lines
-    assert lines[lines.index(header) + 2] == "| 5 | 2 | 1 | 1 | 1 |"
+    assert lines[lines.index(header) + 2] == "| 5 | 2 | 0 | 1 | 1 | 1 | 0 |"
     assert "- `r1` errored: RuntimeError: CUDA out of memory" in lines
     assert "**1 trial(s) unfinished**" in md
     # Cell × sequence length: best trial per (cell, seq) among completed and early-stopped.
@@ -421,7 +438,7 @@ def test_markdown_without_unfinished_or_errored_trials() -> None:
     records = [r for r in example_records() if r["status"] not in ("unfinished", "errored")]
     md = render_markdown(example_tables(records))
     assert "unfinished**" not in md and "errored:" not in md
-    assert "| 5 | 2 | 1 | 0 | 0 |" in md
+    assert "| 5 | 2 | 0 | 1 | 0 | 0 | 0 |" in md
 
 
 def test_pipes_and_newlines_are_escaped_in_every_table() -> None:
@@ -589,8 +606,8 @@ MILESTONES = {1, 3, 9}
         ({"iteration": 9, "trial_status": "running"}, "TERMINATED", None, "early_stopped"),
         ({"iteration": 4, "trial_status": "running"}, "TERMINATED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, "RUNNING", None, "unfinished"),
-        # promotion-type ASHA: waiting at a rung when the search ended (or was interrupted)
-        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "early_stopped"),
+        # promotion-type ASHA: waiting at a rung when the search was cut short; nothing decided it should stop
+        ({"iteration": 3, "trial_status": "running"}, "PAUSED", None, "paused"),
         ({"iteration": 4, "trial_status": "running"}, "PAUSED", None, "unfinished"),
         ({"iteration": 3, "trial_status": "running"}, None, None, "unfinished"),
         ({"iteration": 16, "trial_status": "completed"}, "TERMINATED", None, "completed"),
@@ -604,8 +621,10 @@ MILESTONES = {1, 3, 9}
         # without Ray's state file, an error file is all there is to go on
         ({"iteration": 3, "trial_status": "running"}, None, "OSError: gone", "errored"),
         (None, "ERROR", None, "errored"),
-        (None, "TERMINATED", None, "unfinished"),
-        (None, "PENDING", None, "unfinished"),
+        # never reported a result
+        (None, "TERMINATED", None, "not_started"),
+        (None, "PENDING", None, "not_started"),
+        (None, None, None, "not_started"),
     ],
 )
 def test_classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, want: str) -> None:
@@ -624,17 +643,27 @@ def test_held_at_rungs_is_the_highest_rung_a_trial_was_not_promoted_from() -> No
 
 
 @pytest.mark.parametrize(
-    ("iteration", "ray_status", "want"),
+    ("iteration", "ray_status", "waiting", "want"),
     [
-        (3, "TERMINATED", "early_stopped"),  # held at rung 3, stopped when the search ended
-        (4, "TERMINATED", "early_stopped"),  # restarted from its rung's checkpoint after a restore, paused again
-        (4, "PAUSED", "early_stopped"),
-        (4, "RUNNING", "unfinished"),  # the driver was killed: nothing was decided about the iteration it ran
+        # the search ended by itself: the scheduler stopped every waiting trial and struck it off its list
+        (3, "TERMINATED", False, "early_stopped"),
+        (4, "TERMINATED", False, "early_stopped"),  # restarted from its rung's checkpoint after a restore
+        (4, "PAUSED", False, "early_stopped"),  # the scheduler's record is newer than Ray's state file
+        # the time budget or a Ctrl-C ended the search while it waited for a promotion
+        (3, "PAUSED", True, "paused"),
+        (3, "TERMINATED", True, "paused"),
+        (4, "PAUSED", True, "paused"),
+        (4, "RUNNING", False, "unfinished"),  # the driver was killed: nothing was decided about the iteration it ran
     ],
 )
-def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, want: str) -> None:
+def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, waiting: bool, want: str) -> None:
     last = {"iteration": iteration, "trial_status": "running"}
-    assert classify(last, ray_status, None, 16, MILESTONES, held=True) == want
+    assert classify(last, ray_status, None, 16, MILESTONES, held=True, waiting=waiting) == want
+
+
+def test_waiting_at_rungs_reads_the_schedulers_list() -> None:
+    assert waiting_at_rungs({"waiting": {"a": 3, "b": 1}}) == {"a", "b"}
+    assert waiting_at_rungs({}) == set()
 
 
 # ---------------------------------------------------------------------------------------------------- Plots
@@ -701,12 +730,13 @@ def test_the_newest_state_file_is_the_newest_name_not_the_newest_mtime(tmp_path:
     future = time.time() + 60
     os.utime(old, (future, future))  # a restored run uploads the earlier session's file again with every save
     _, trials, _ = load_experiment(exp)
-    assert trials.set_index("trial_id").loc["ddd", "status"] == "early_stopped"  # 2025's PAUSED, not 2024's RUNNING
+    assert trials.set_index("trial_id").loc["ddd", "status"] == "paused"  # 2025's PAUSED, not 2024's RUNNING
 
 
-@pytest.mark.parametrize(("promoted_from_2", "want"), [([], "early_stopped"), (["ddd"], "unfinished")])
+@pytest.mark.parametrize(("promoted_from_2", "waiting", "want"),
+                         [([], {}, "early_stopped"), ([], {"ddd": 2}, "paused"), (["ddd"], {}, "unfinished")])
 def test_promotion_asha_records_say_which_trials_it_held(tmp_path: Path, promoted_from_2: list[str],
-                                                          want: str) -> None:
+                                                          waiting: dict[str, int], want: str) -> None:
     exp = make_experiment(tmp_path, "asha_promotion")  # rungs at iterations 1 and 2; ddd reported 3 iterations
     state_file = exp / "experiment_state-2024.json"
     state = json.loads(state_file.read_text())
@@ -717,10 +747,11 @@ def test_promotion_asha_records_say_which_trials_it_held(tmp_path: Path, promote
     assert trials.set_index("trial_id").loc["ddd", "status"] == "unfinished"  # iteration 3 is not a rung
     (exp / SCHEDULER_DIR).mkdir()
     record = {"rungs": {"1": {"aaa": [1.9], "bbb": [1.9], "ddd": [1.9]}, "2": {"aaa": [1.8], "ddd": [1.8]}},
-              "promoted": {"1": ["aaa", "ddd"], "2": ["aaa", *promoted_from_2]}, "waiting": {}}
+              "promoted": {"1": ["aaa", "ddd"], "2": ["aaa", *promoted_from_2]}, "waiting": waiting}
     (exp / SCHEDULER_DIR / PROMOTION_STATE).write_text(json.dumps(record))
     _, trials, _ = load_experiment(exp)
-    # held at rung 2 (one iteration past it after a restore): stopped by the scheduler; promoted: cut off on its way
+    # held at rung 2 (one iteration past it after a restore): stopped by the scheduler, or paused if the search was
+    # cut short while it still waited; promoted: cut off on its way
     assert trials.set_index("trial_id").loc["ddd", "status"] == want
 
 
@@ -742,10 +773,13 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert trials["status"].to_dict() == {"aaa": "completed", "bbb": "early_stopped", "ccc": "errored",
                                           "ddd": "unfinished"}
     assert trials.loc["ccc", "error"] == "RuntimeError: boom"
-    assert set(pd.read_parquet(out / PARETO_TABLE)["trial_id"]) == {"aaa"}
+    fronts = pd.read_parquet(out / PARETO_TABLE)
+    assert set(fronts.loc[fronts["budget_iters"] == 4, "trial_id"]) == {"aaa"}
+    # rung 1: all four trials measured there, equal in loss and FLOPs, so all on its front
+    assert set(fronts.loc[fronts["budget_iters"] == 1, "trial_id"]) == {"aaa", "bbb", "ccc", "ddd"}
     assert len(pd.read_parquet(out / HISTORY_TABLE)) == 4 + 2 + 1 + 3
     md = (out / REPORT_MD).read_text(encoding="utf-8")
-    assert "| 1 | 1 | 0 | 1 | 1 |" in md and "RuntimeError: boom" in md and bad_rows(md) == []
+    assert "| 1 | 1 | 0 | 0 | 1 | 1 | 0 |" in md and "RuntimeError: boom" in md and bad_rows(md) == []
     assert f"![accuracy against training FLOPs per character]({PLOT_FRONT})" in md
     for png in (PLOT_FRONT, PLOT_CURVES):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
@@ -756,3 +790,207 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_main_on_a_directory_that_is_not_an_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.main([str(tmp_path)]) == 2
     assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_a_trial_that_never_reported_is_not_started_and_costs_nothing(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    d = exp / "eee_00000"  # Ray made its folder, then the search ended before its first result
+    d.mkdir()
+    (d / "params.json").write_text(json.dumps({"cell": "rnn", "seq_len": 16, "hidden_size": 32}))
+    meta, trials, history = load_experiment(exp)
+    row = trials.set_index("trial_id").loc["eee"]
+    assert row["status"] == "not_started" and row["feasible"] is pd.NA
+    assert "eee" not in set(history["trial_id"])
+    t = build_tables(meta, trials, history)
+    assert "eee" not in set(t.pareto["trial_id"])
+    md = render_markdown(t)
+    assert "`eee`" not in md and "| eee |" not in md
+
+
+def test_the_whole_split_evaluation_is_read_into_the_trials_table(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    _, trials, _ = load_experiment(exp)
+    assert trials["full_val_loss"].isna().all() and str(trials["full_val_iteration"].dtype) == "Int64"
+    (exp / EVALUATION_DIR).mkdir()
+    record = {"trials": {"aaa": {"val_loss": 1.55, "val_acc_last": 0.61, "iteration": 4, "windows": 300,
+                                 "validation_chars": 9600}}}
+    (exp / EVALUATION_DIR / FULL_VALIDATION).write_text(json.dumps(record))
+    _, trials, _ = load_experiment(exp)
+    aaa = trials.set_index("trial_id").loc["aaa"]
+    assert (aaa["full_val_loss"], aaa["full_val_acc_last"], aaa["full_val_iteration"]) == (1.55, 0.61, 4)
+    assert trials.set_index("trial_id")["full_val_loss"].drop("aaa").isna().all()
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"trials": [1]}', '{"trials": {"aaa": 3}}'])
+def test_a_missing_or_damaged_whole_split_evaluation_is_ignored(tmp_path: Path, text: str) -> None:
+    exp = make_experiment(tmp_path)
+    (exp / EVALUATION_DIR).mkdir()
+    (exp / EVALUATION_DIR / FULL_VALIDATION).write_text(text)
+    assert read_full_validation(exp) == {}
+    _, trials, _ = load_experiment(exp)
+    assert trials["full_val_loss"].isna().all()
+
+
+# -------------------------------------------------------------------------------- fronts at equal budget
+
+RUNG_META: dict[str, Any] = {
+    **META, "scheduler": "asha_promotion",
+    "budget": {"chars_per_iter": 1000, "max_iters": 9, "grace_iters": 1, "reduction_factor": 3},
+}
+
+
+def rung_example() -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """A search cut short before any trial completed; rungs at iterations 1 and 3 of 9.
+
+    (FLOPs/char, val_loss by iteration):
+        a paused at 3      100  {1: 2.0, 3: 1.6}
+        b paused at 3      200  {1: 1.9, 3: 1.5}
+        c unfinished at 5  300  {1: 1.8, 3: 1.55, 5: 1.2}   at rung 3 b beats it; its last loss would beat everyone
+        d paused at 3       50  {1: 2.2, 3: 1.9}
+        e early_stopped     10  {1: 2.5}
+    Rung 3 (a, b, c, d; val_loss & FLOPs): front d, a, b; best first by val_loss: b, a, d. Rung 1: all five.
+    """
+    losses = {"a": {1: 2.0, 3: 1.6}, "b": {1: 1.9, 3: 1.5}, "c": {1: 1.8, 2: 1.7, 3: 1.55, 4: 1.3, 5: 1.2},
+              "d": {1: 2.2, 3: 1.9}, "e": {1: 2.5}}
+    flops = {"a": 100, "b": 200, "c": 300, "d": 50, "e": 10}
+    status = {"a": "paused", "b": "paused", "c": "unfinished", "d": "paused", "e": "early_stopped"}
+    records, rows = [], []
+    for tid, by_iter in losses.items():
+        last = max(by_iter)
+        records.append({**trial(tid, status[tid], acc=0.3 + 0.01 * last, flops=flops[tid], params=flops[tid],
+                                val_loss=by_iter[last], iteration=last), "val_windows": 9})
+        rows += [{"trial_id": tid, "iteration": it, "chars_trained": 1000 * it, "val_loss": loss,
+                  ACCURACY: 0.3 + 0.01 * it, "train_time_s": float(it)} for it, loss in by_iter.items()]
+    return records, history_frame(rows)
+
+
+def rung_tables_example() -> Tables:
+    records, history = rung_example()
+    return build_tables(dict(RUNG_META), trials_frame(records), history)
+
+
+def test_rung_fronts_compare_the_trials_measured_at_that_budget() -> None:
+    t = rung_tables_example()
+    three = t.pareto[t.pareto["budget_iters"] == 3]
+    assert list(three["trial_id"]) == ["b", "a", "d"]  # best first; c is dominated by b at rung 3
+    assert list(three["val_loss"]) == [1.5, 1.6, 1.9]  # each trial's figure at the rung, not its last
+    assert set(three["front"]) == {"val_loss (min) & train_flops_per_char (min) after 3 iterations"}
+    assert set(t.pareto.loc[t.pareto["budget_iters"] == 1, "trial_id"]) == {"a", "b", "c", "d", "e"}
+    assert set(t.pareto["budget_iters"]) == {1, 3}  # nothing completed: no full-budget front
+    md = render_markdown(t)
+    assert "## Fronts at equal budget" in md
+    assert md.index("### After 3 iterations = 3 k characters (4 trials measured there)") < md.index(
+        "### After 1 iteration = 1 k characters (5 trials measured there)")
+    assert "so there is no full-budget front; the fronts at equal budget below" in md
+    assert bad_rows(md) == []
+
+
+def test_a_rung_needs_four_trials_for_a_front() -> None:
+    records, history = rung_example()
+    history = history[~((history["trial_id"] == "d") & (history["iteration"] == 3))]  # rung 3 now holds three
+    t = build_tables(dict(RUNG_META), trials_frame(records), history)
+    assert set(t.pareto["budget_iters"]) == {1}
+
+
+def test_without_completed_trials_the_plot_shows_the_highest_rung(tmp_path: Path) -> None:
+    t = rung_tables_example()
+    labels = plot_front(t.trials, tmp_path / PLOT_FRONT, t.at_rung)
+    assert "front after 3 iterations" in labels and "lstm (after 3 iterations)" in labels
+    assert (tmp_path / PLOT_FRONT).read_bytes().startswith(PNG_MAGIC)
+    assert plot_front(trials_frame([]), tmp_path / "empty.png") == []  # no legend rather than an empty one
+
+
+def test_fronts_rank_by_the_searched_objective_and_accuracy_comes_second() -> None:
+    # x has the lower loss, y the higher accuracy, at equal cost: the loss fronts hold x, the accuracy fronts y.
+    records = [trial("x", "completed", acc=0.6, flops=100, params=10, time_s=1, latency=1, val_loss=1.4),
+               trial("y", "completed", acc=0.7, flops=100, params=10, time_s=1, latency=1, val_loss=1.6)]
+    t = example_tables(records)
+    assert front_ids(t, front_name({"val_loss": "min", FLOPS: "min"})) == {"x"}
+    assert front_ids(t, ACC_FLOPS_FRONT) == {"y"}
+    md = render_markdown(t)
+    assert md.index("### val_loss (min) & train_flops_per_char (min)") < md.index("## Accuracy fronts") < md.index(
+        f"### {ACC_FLOPS_FRONT}")
+
+
+def test_wilson_interval() -> None:
+    z = 1.959964
+    assert wilson_interval(0.0, 10) == (0.0, pytest.approx(z * z / (10 + z * z)))  # closed form at 0 successes
+    lo, hi = wilson_interval(0.5, 9)
+    assert lo == pytest.approx(1 - hi) and 0.2 < lo < 0.25  # symmetric about 1/2, and wide at 9 windows
+    assert all(math.isnan(v) for v in wilson_interval(0.5, 0))
+
+
+def test_accuracy_on_few_windows_shows_its_interval() -> None:
+    md = render_markdown(rung_tables_example())
+    assert "| acc 95% CI |" in md and "rests on 9 validation windows" in md
+    assert "Wilson" in md
+    lo, hi = wilson_interval(0.33, 9)
+    assert f"{100 * lo:.0f}–{100 * hi:.0f}%" in md  # b, a and d at rung 3: accuracy 0.33
+
+
+@pytest.mark.parametrize(("limits", "want"), [
+    ([50_000], "the first 50,000 characters of the validation split (the corpus's last 10%)"),
+    ([0], "the whole of the validation split (the corpus's last 10%)"),
+    ([0, 50_000], "a prefix of the validation split (the corpus's last 10%), of all, 50,000 characters"),
+])
+def test_the_report_names_the_validation_text(limits: list[int], want: str) -> None:
+    records = [{**trial(f"t{i}", "completed", acc=0.5, flops=1, val_loss=1.0), "val_max_chars": v}
+               for i, v in enumerate(limits)]
+    assert validation_text(trials_frame(records)).startswith(want)
+    assert f"| validated on | {want}" in render_markdown(example_tables(records))
+
+
+def test_early_stopping_saving_counts_only_the_schedulers_stops() -> None:
+    # max_iters 4: c1-c5 completed, e1 stopped at 1 and e2 at 2 save 3 + 2 of 7 × 4 iterations; the unfinished u1
+    # and any paused trial are cut off by the end of the search and do not count.
+    records = [*example_records(), trial("p1", "paused", val_loss=2.0, iteration=2)]
+    assert early_stopping_saving(trials_frame(records), 4) == (5, 28)
+    md = render_markdown(example_tables(records))
+    assert ("early stopping saved 18% of the full budget of the 7 trials that completed or were stopped "
+            "(5 of 28 iterations); 1 paused and 1 unfinished trial(s) were cut off") in md
+    # iterations past the budget (a restore's repeated row) never make the saving negative
+    assert early_stopping_saving(trials_frame([trial("e", "early_stopped", iteration=6)]), 4) == (0, 4)
+
+
+def test_mixed_budgets_are_marked_in_best_per_cell_and_the_grid() -> None:
+    t = example_tables()
+    md = render_markdown(t)
+    best = md[md.index("## Best trial per cell type"):md.index("## Pareto fronts")]
+    assert "| budget | status |" in best
+    assert "| 1/4 it | early_stopped |" in best  # e1, rnn's lowest loss, stopped at iteration 1
+    grid = md[md.index("## Cell × sequence length"):]
+    assert "1/4 it early_stopped" in grid and "4/4 it completed" in grid
+    assert budget_label(pd.NA, 4) == "–"
+    printed = summary(t, Path("r"))
+    assert "[1/4 it early_stopped] e1" in printed and "0 paused" in printed and "0 not_started" in printed
+
+
+def test_whole_split_figures_sit_beside_the_prefix_ones() -> None:
+    records, history = rung_example()
+    whole = {"b": (1.45, 3), "c": (1.25, 5)}  # b measured at its rung; c after training on past it
+    for r in records:
+        if r["trial_id"] in whole:
+            r.update(full_val_loss=whole[r["trial_id"]][0], full_val_acc_last=0.4,
+                     full_val_iteration=whole[r["trial_id"]][1])
+    t = build_tables(dict(RUNG_META), trials_frame(records), history)
+    md = render_markdown(t)
+    assert "| val loss (whole split) |" in md and "`val loss (whole split)` is the same checkpoint" in md
+    rung3 = md[md.index("### After 3 iterations"):md.index("### After 1 iteration =")]
+    assert "| 1.5 | 1.45 |" in rung3  # b: measured at rung 3
+    rung1 = md[md.index("### After 1 iteration ="):]
+    rung1 = rung1[:rung1.index("\n\n", rung1.index("|---"))]
+    assert "1.45" not in rung1 and "1.25" not in rung1  # at rung 1 both trials had trained less than measured
+    best = md[md.index("## Best trial per cell type"):md.index("## Pareto fronts")]
+    assert "| 1.2 | 1.25 |" in best  # c, lstm's best, measured at its last iteration
+
+
+def test_trials_to_evaluate_are_the_front_trials_and_the_best_per_cell() -> None:
+    records, history = rung_example()
+    for r in records:
+        r["cell"] = "gru" if r["trial_id"] == "e" else "lstm"
+    assert trials_to_evaluate(trials_frame(records), history, dict(RUNG_META)) == ["a", "b", "c", "d", "e"]
+    history = history[history["iteration"] != 1]  # no rung-1 front: e is still gru's best, c lstm's
+    assert trials_to_evaluate(trials_frame(records), history, dict(RUNG_META)) == ["a", "b", "c", "d", "e"]
+    t = example_tables()
+    want = set(t.pareto["trial_id"]) | {"c4", "c5", "e1"}  # best per cell by val_loss: lstm c4, gru c5, rnn e1
+    assert trials_to_evaluate(t.trials, t.history, t.meta) == sorted(want)

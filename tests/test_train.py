@@ -17,6 +17,7 @@ import torch
 from tuning import precision
 from tuning.checkpoint import load_checkpoint
 from tuning.config import TrainConfig
+from tuning.data import load_corpus
 from tuning.errors import UserError
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 from tuning.machine import cpu_model
@@ -61,6 +62,15 @@ def test_loss_falls_and_reports_everything(cell: str) -> None:
     assert last["trial_status"] == STATUS_COMPLETED
     assert last["inference_latency_ms"] > 0 and last["inference_throughput"] > 0
     assert len(last["sample"]) == 20
+
+
+def test_each_report_counts_the_validation_windows_behind_its_accuracy() -> None:
+    # val_acc_last scores one prediction per window: the report needs the count for its confidence interval
+    config = tiny(max_iters=1, val_max_chars=200)
+    corpus = load_corpus(config.corpus, normalize_whitespace=True)
+    want = len(validation_windows(corpus.val_ids, 16, 200)[1])
+    assert want == 200 // 16
+    assert [r["val_windows"] for r in run(config)] == [want]
 
 
 def test_batches_are_windows_of_the_text() -> None:

@@ -17,11 +17,21 @@ import pandas as pd
 
 from tuning.config import TrainConfig
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, PROMOTION_STATE, RESULT_FILE, SCHEDULER_DIR
+from tuning.files import (
+    EVALUATION_DIR,
+    EXPERIMENT_META,
+    FULL_VALIDATION,
+    PROMOTION_STATE,
+    RESULT_FILE,
+    SCHEDULER_DIR,
+)
 from tuning.spaces import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
 
 _DEFAULTS = TrainConfig().to_dict()
-STATUSES = ("completed", "early_stopped", "diverged", "errored", "unfinished")
+# completed: trained its full budget. early_stopped: the scheduler decided to stop it at a rung. paused: waiting at a
+# rung for a promotion (promotion-type ASHA) when the search ended. diverged: its loss blew up. errored: it raised.
+# unfinished: cut off mid-way by an interrupt or the time budget. not_started: never reported a result.
+STATUSES = ("completed", "early_stopped", "paused", "diverged", "errored", "unfinished", "not_started")
 HYPERPARAMETERS = SEARCHABLE
 HISTORY_METRICS = (
     "iteration", "chars_trained", "train_loss", "train_acc", "val_loss", "val_loss_last", "val_bpc", "val_ppl",
@@ -87,7 +97,8 @@ def held_at_rungs(state: dict[str, Any]) -> dict[str, int]:
     ``state`` is the scheduler's record (``scheduler/promotion_asha.json``). Such a trial went no further by the
     scheduler's decision, even where its curve shows one iteration past the rung: after a restore Ray may restart
     a waiting trial from its checkpoint at the rung, and the scheduler pauses it at its first report
-    (:meth:`tuning.promotion_asha.PromotionASHA.decide`).
+    (:meth:`tuning.promotion_asha.PromotionASHA.decide`). Whether it was stopped or still waits is
+    :func:`waiting_at_rungs`.
     """
     held: dict[str, int] = {}
     promoted = state.get("promoted", {})
@@ -100,9 +111,24 @@ def held_at_rungs(state: dict[str, Any]) -> dict[str, int]:
     return held
 
 
+def waiting_at_rungs(state: dict[str, Any]) -> set[str]:
+    """Trials that promotion-type ASHA's record lists as still waiting for a promotion.
+
+    A search that ends by itself stops every waiting trial and removes it from the list
+    (:meth:`tuning.promotion_asha.PromotionASHA.choose_trial_to_run`), so a trial listed here was left waiting by
+    an interrupt or the time budget: paused, not stopped.
+    """
+    return set(state.get("waiting", {}))
+
+
 def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
-             milestones: set[int], held: bool = False) -> str:
-    """One of :data:`STATUSES`. ``held``: promotion-type ASHA kept the trial at a rung (:func:`held_at_rungs`)."""
+             milestones: set[int], held: bool = False, waiting: bool = False) -> str:
+    """One of :data:`STATUSES`.
+
+    ``held``: promotion-type ASHA kept the trial at a rung (:func:`held_at_rungs`); ``waiting``: its record says the
+    trial still waits there (:func:`waiting_at_rungs`). ``early_stopped`` means the scheduler stopped the trial, so
+    a trial left waiting at a rung when the search was cut short is ``paused`` instead: it might have gone on.
+    """
     reported = (last or {}).get("trial_status")
     if reported == "completed":  # error.txt may remain from a failure that a restart recovered from
         return "completed"
@@ -111,11 +137,30 @@ def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | N
     if ray_status == "ERROR" or (ray_status is None and error):
         return "errored"
     if last is None:
+        return "not_started"
+    at_rung = held or int(last.get("iteration", 0)) in milestones
+    if not at_rung:
         return "unfinished"
-    # PAUSED: promotion-type ASHA's trial still waiting at a rung when the search ended
-    if ray_status in ("TERMINATED", "PAUSED") and (held or int(last.get("iteration", 0)) in milestones):
+    # Ray leaves a trial PAUSED when the search stops around it; where the scheduler's record is known (held), it
+    # decides: a normal end stops the waiting trials and takes them off its waiting list.
+    if waiting or (ray_status == "PAUSED" and not held):
+        return "paused"
+    if ray_status in ("TERMINATED", "PAUSED"):
         return "early_stopped"
     return "unfinished"
+
+
+def read_full_validation(experiment_dir: Path) -> dict[str, dict[str, Any]]:
+    """The end-of-search evaluation on the whole validation split: {trial_id: record}; {} when absent or damaged.
+
+    A report must still come out of an experiment whose evaluation was never run or was killed half-way.
+    """
+    path = Path(experiment_dir) / EVALUATION_DIR / FULL_VALIDATION
+    try:
+        trials = json.loads(path.read_text(encoding="utf-8")).get("trials", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): v for k, v in trials.items() if isinstance(v, dict)} if isinstance(trials, dict) else {}
 
 
 def read_meta(experiment_dir: Path) -> dict[str, Any]:
@@ -135,7 +180,9 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         if meta.get("scheduler") in ASHA_SCHEDULERS else set()
     state = _read_state(experiment_dir)
     promotion_file = experiment_dir / SCHEDULER_DIR / PROMOTION_STATE
-    held = held_at_rungs(json.loads(promotion_file.read_text())) if promotion_file.is_file() else {}
+    promotion = json.loads(promotion_file.read_text()) if promotion_file.is_file() else {}
+    held, waiting = held_at_rungs(promotion), waiting_at_rungs(promotion)
+    full_validation = read_full_validation(experiment_dir)
     trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
     ids = {}
     for trial_id, info in state.items():
@@ -155,7 +202,8 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
             text = error_file.read_text(errors="replace").strip().splitlines()
             error = next((line for line in reversed(text) if line.strip()), "error")
         last = rows[-1] if rows else None
-        status = classify(last, info.get("ray_status"), error, max_iters, milestones, trial_id in held)
+        status = classify(last, info.get("ray_status"), error, max_iters, milestones, trial_id in held,
+                          trial_id in waiting)
         valid = [r for r in rows if _finite(r.get("val_loss"))]
         best = min(valid, key=lambda r: r["val_loss"]) if valid else {}
         checkpoints = sorted(trial_dir.glob("checkpoint_*"))
@@ -171,8 +219,13 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         record["node_ip"] = (last or {}).get("node_ip")
         record["ended_at"] = (last or {}).get("timestamp")
         constraints = meta.get("constraints") or {}
-        record["feasible"] = all(not _finite((last or {}).get(m)) or float((last or {})[m]) <= bound
-                                 for m, bound in constraints.items())
+        record["val_windows"] = (last or {}).get("val_windows")
+        whole = full_validation.get(trial_id, {})
+        record.update({"full_val_loss": whole.get("val_loss"), "full_val_acc_last": whole.get("val_acc_last"),
+                       "full_val_iteration": whole.get("iteration")})
+        # A trial that never reported has no cost to judge: neither within the constraints nor outside them.
+        record["feasible"] = None if status == "not_started" else all(
+            not _finite((last or {}).get(m)) or float((last or {})[m]) <= bound for m, bound in constraints.items())
         record["checkpoint_path"] = str(checkpoints[-1]) if checkpoints else None
         record["error"] = error
         trials.append(record)
@@ -202,7 +255,11 @@ TRIAL_TYPES: dict[str, str] = {
     "sample_prompt": "string", "sample": "string", "node_ip": "string", "checkpoint_path": "string",
     "error": "string",
     "ended_at": "float64",  # Unix time of the trial's last report
-    "feasible": "boolean",  # within the experiment's constraints (a cost not reported yet counts as within)
+    "val_windows": "Int64",  # validation windows behind val_acc_last (one prediction each)
+    # the end-of-search evaluation of the trial's last checkpoint on the whole validation split, at that iteration
+    "full_val_loss": "float64", "full_val_acc_last": "float64", "full_val_iteration": "Int64",
+    # within the experiment's constraints (a cost not reported yet counts as within); NA for a trial never started
+    "feasible": "boolean",
 }
 HISTORY_TYPES: dict[str, str] = {"trial_id": "string", "iteration": "Int64", "chars_trained": "Int64",
                                  **{m: "float64" for m in HISTORY_METRICS[2:]}, "timestamp": "float64"}

@@ -254,6 +254,7 @@ def train(
                 "train_acc": correct.item() / (config.steps_per_iter * config.chars_per_step),
                 **dict.fromkeys(VAL_METRICS, math.nan),
                 **val,
+                "val_windows": len(val_y),  # behind val_acc_last: one prediction each, so its sampling error
                 "train_time_s": progress["train_time_s"],
                 "eval_time_s": progress["eval_time_s"],
                 **counts,
