@@ -379,6 +379,7 @@ def make_scheduler(plan: Plan) -> Any:
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
 
+    from tuning.progress import ProgressTable, SearchProgress
     from tuning.tune_glue import SlotLimiter, make_searcher, trainable
 
     space = plan.space
@@ -411,11 +412,11 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             searcher = SlotLimiter(searcher, slots.cpus, slots.gpus)
         elif space.scheduler == "asha_promotion":  # Ray's own limiter would count paused trials as running
             searcher = SlotLimiter(searcher, slots.cpus, slots.gpus, fixed=args.max_concurrent)
+    summary = SearchProgress(metric, space.objective.mode, space.budget.max_iters, args.time_budget_s)
     progress = None
     if not args.quiet:
-        from ray.tune import CLIReporter
-
-        progress = CLIReporter(
+        progress = ProgressTable(
+            summary,
             parameter_columns=[p.name for p in space.params][:6],
             metric_columns={"iteration": "iter", metric: metric, "val_acc_last": "acc_last",
                             "train_time_s": "train_s"},
@@ -442,6 +443,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             progress_reporter=progress,
+            callbacks=[summary],
             verbose=0 if args.quiet else 1,
         ),
     )
@@ -465,6 +467,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     tuner = build_tuner(plan, slots, args)
     experiment = storage.join(plan.storage, plan.name)
     meta = write_meta(experiment, plan, slots, argv, finished_at=None)
+    from tuning.progress import hide_misleading_ray_warnings
+
+    hide_misleading_ray_warnings()
     started = time.time()
     results = tuner.fit()
     wall = time.time() - started
