@@ -103,6 +103,11 @@ def test_bad_flag_value(tmp_path: Path, flag: str, value: str) -> None:
     assert flag in line and value in line
 
 
+def test_deterministic_refuses_several_trials_at_once(tmp_path: Path) -> None:
+    line = run_error(tmp_path, "--space", "smoke", "--deterministic", "--max-concurrent", "2")
+    assert "--max-concurrent=2" in line and "--deterministic" in line
+
+
 def test_resume_with_nothing_to_resume(tmp_path: Path) -> None:
     line = run_error(tmp_path, "--space", "smoke", "--resume")
     assert "--resume" in line and "smoke" in line

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", help="where the report goes (default: EXPERIMENT_DIR/report)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard, on 127.0.0.1 only")
     p.add_argument("--quiet", action="store_true", help="no live trial table")
+    p.add_argument("--deterministic", action="store_true",
+                   help="one trial at a time, so that the same seed gives the same trials, stops and scores")
     return p
 
 
@@ -178,6 +180,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UserError(f"--gpus-per-trial={args.gpus_per_trial} is invalid: a fraction up to 1, or a whole number")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent={args.max_concurrent} is invalid: an integer >= 1")
+    if args.deterministic and (args.max_concurrent or 1) > 1:
+        raise UserError(f"--max-concurrent={args.max_concurrent} is invalid with --deterministic: one trial at a time")
     if args.max_failures < 0:
         raise UserError(f"--max-failures={args.max_failures} is invalid: an integer >= 0")
     if not (args.trial_timeout_s >= 0 and math.isfinite(args.trial_timeout_s)):
@@ -379,9 +383,12 @@ def make_scheduler(plan: Plan) -> Any:
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
 
+    from tuning.progress import ProgressTable, SearchProgress
     from tuning.tune_glue import SlotLimiter, make_searcher, trainable
 
     space = plan.space
+    # --deterministic: ASHA's decisions then follow the order of results alone, not which trial is faster
+    max_concurrent = 1 if args.deterministic else args.max_concurrent
     resources = {"cpu": slots.cpus, "gpu": slots.gpus}
     runnable = tune.with_resources(
         tune.with_parameters(trainable, corpus=plan.corpus, trial_timeout_s=args.trial_timeout_s), resources
@@ -407,15 +414,15 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
         param_space.update(grid_param_space(space))
     else:
         searcher = make_searcher(space, plan.seed)
-        if args.max_concurrent is None:  # follow the cluster's slots as nodes join (autoscaling)
+        if max_concurrent is None:  # follow the cluster's slots as nodes join (autoscaling)
             searcher = SlotLimiter(searcher, slots.cpus, slots.gpus)
         elif space.scheduler == "asha_promotion":  # Ray's own limiter would count paused trials as running
-            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus, fixed=args.max_concurrent)
+            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus, fixed=max_concurrent)
+    summary = SearchProgress(metric, space.objective.mode, space.budget.max_iters, args.time_budget_s)
     progress = None
     if not args.quiet:
-        from ray.tune import CLIReporter
-
-        progress = CLIReporter(
+        progress = ProgressTable(
+            summary,
             parameter_columns=[p.name for p in space.params][:6],
             metric_columns={"iteration": "iter", metric: metric, "val_acc_last": "acc_last",
                             "train_time_s": "train_s"},
@@ -429,7 +436,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=1 if space.is_grid else plan.num_samples,
-            max_concurrent_trials=None if isinstance(searcher, SlotLimiter) else args.max_concurrent or slots.count,
+            max_concurrent_trials=None if isinstance(searcher, SlotLimiter) else max_concurrent or slots.count,
             time_budget_s=args.time_budget_s,
             # Reusing a trial's worker process skips the actor start and the torch/calflops imports.
             reuse_actors=True,
@@ -442,6 +449,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             progress_reporter=progress,
+            callbacks=[summary],
             verbose=0 if args.quiet else 1,
         ),
     )
@@ -464,7 +472,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     check_storage_reachable(plan.storage)
     tuner = build_tuner(plan, slots, args)
     experiment = storage.join(plan.storage, plan.name)
-    meta = write_meta(experiment, plan, slots, argv, finished_at=None)
+    # a resumed search keeps the tuner it pickled, its concurrency included: the first run's flag stands
+    meta = write_meta(experiment, plan, slots, argv, finished_at=None,
+                      **({} if args.resume else {"deterministic": args.deterministic}))
+    from tuning.progress import hide_misleading_ray_warnings
+
+    hide_misleading_ray_warnings()
     started = time.time()
     results = tuner.fit()
     wall = time.time() - started
