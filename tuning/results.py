@@ -17,7 +17,7 @@ import pandas as pd
 
 from tuning.config import TrainConfig
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, PROMOTION_STATE, RESULT_FILE, SCHEDULER_DIR
+from tuning.files import EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION, PROMOTION_STATE, RESULT_FILE, SCHEDULER_DIR
 from tuning.spaces import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
 
 _DEFAULTS = TrainConfig().to_dict()
@@ -125,6 +125,31 @@ def read_meta(experiment_dir: Path) -> dict[str, Any]:
     return json.loads(meta_file.read_text(encoding="utf-8"))
 
 
+def trial_dirs(experiment_dir: Path, state: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Each trial's folder, by trial id: where Ray's newest state file puts it, else any folder with a
+    ``params.json`` (a trial the state file does not know yet). ``state``: :func:`_read_state`'s, if read."""
+    experiment_dir = Path(experiment_dir)
+    state = _read_state(experiment_dir) if state is None else state
+    ids = {}
+    for trial_id, info in state.items():
+        if info["logdir"] and (experiment_dir / info["logdir"]).is_dir():
+            ids[trial_id] = experiment_dir / info["logdir"]
+    for d in {p.parent for p in experiment_dir.glob("*/params.json")} - set(ids.values()):
+        ids[d.name.split("_")[0]] = d
+    return ids
+
+
+def read_full_validation(experiment_dir: Path) -> dict[str, dict[str, Any]]:
+    """The whole-split figures of the trials evaluated at the end of the search (:mod:`tuning.full_validation`),
+    by trial id; empty where the step has not run or its file cannot be read (it is redone on a resume)."""
+    path = Path(experiment_dir) / EVALUATION_DIR / FULL_VALIDATION
+    try:
+        trials = json.loads(path.read_text(encoding="utf-8")).get("trials", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): v for k, v in trials.items() if isinstance(v, dict)} if isinstance(trials, dict) else {}
+
+
 def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """(meta, trials, history) of an experiment directory."""
     experiment_dir = Path(experiment_dir)
@@ -136,13 +161,8 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     state = _read_state(experiment_dir)
     promotion_file = experiment_dir / SCHEDULER_DIR / PROMOTION_STATE
     held = held_at_rungs(json.loads(promotion_file.read_text())) if promotion_file.is_file() else {}
-    trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
-    ids = {}
-    for trial_id, info in state.items():
-        if info["logdir"] and (experiment_dir / info["logdir"]).is_dir():
-            ids[trial_id] = experiment_dir / info["logdir"]
-    for d in trial_dirs - set(ids.values()):  # trials the state file does not know yet
-        ids[d.name.split("_")[0]] = d
+    ids = trial_dirs(experiment_dir, state)
+    full = read_full_validation(experiment_dir)
     trials, history = [], []
     for trial_id in sorted(ids):
         trial_dir = ids[trial_id]
@@ -165,6 +185,9 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         for m in HISTORY_METRICS:
             record[m] = (last or {}).get(m)
         record.update({f"best_{m}": best.get(m) for m in ("val_loss", "val_acc_last", "iteration")})
+        evaluated = full.get(trial_id, {})
+        record.update(full_val_loss=evaluated.get("val_loss"), full_val_acc_last=evaluated.get("val_acc_last"),
+                      full_val_iteration=evaluated.get("iteration"))
         record.update({c: (last or {}).get(c) for c in COMPLEXITY})
         for extra in ("inference_latency_ms", "inference_throughput", "sample_prompt", "sample"):
             record[extra] = (last or {}).get(extra)
@@ -196,6 +219,8 @@ TRIAL_TYPES: dict[str, str] = {
     "iteration": "Int64", "chars_trained": "Int64",
     **{m: "float64" for m in HISTORY_METRICS if m not in ("iteration", "chars_trained")},
     "best_val_loss": "float64", "best_val_acc_last": "float64", "best_iteration": "Int64",
+    # on the whole validation split, at the end of the search, for the trials it chose (tuning.full_validation)
+    "full_val_loss": "float64", "full_val_acc_last": "float64", "full_val_iteration": "Int64",
     "params": "Int64", "calflops_flops": "Int64", "calflops_macs": "Int64", "macs": "Int64",
     "flops_per_char": "float64", "macs_per_char": "float64", "train_flops_per_char": "float64",
     "inference_latency_ms": "float64", "inference_throughput": "float64",
