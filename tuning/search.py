@@ -26,7 +26,7 @@ from tuning.anchor import anchor_points
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
-from tuning.files import EXPERIMENT_META, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
+from tuning.files import EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
 from tuning.spaces import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
@@ -447,6 +447,19 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     )
 
 
+def _trials_to_evaluate_stand_in(trials: Any, history: Any, meta: dict[str, Any]) -> list[str]:
+    """STAND-IN for ``tuning.report.trials_to_evaluate`` (on another branch): swap it in at merge, same arguments.
+
+    Completed trials, and the best trial of each cell type by the objective's last reported value.
+    """
+    metric, mode = meta["objective"]["metric"], meta["objective"]["mode"]
+    chosen = list(trials.loc[trials["status"] == "completed", "trial_id"])
+    if metric in trials:
+        ranked = trials.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min")
+        chosen += list(ranked.groupby("cell").head(1)["trial_id"])
+    return list(dict.fromkeys(chosen))
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     plan = make_plan(args)  # every user mistake that needs no cluster stops here, before Ray starts
     advice = rung_advice(plan.space.budget, plan.space.scheduler)
@@ -476,6 +489,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     report_dir = plan.report_dir or (Path(experiment) / "report" if not is_uri(experiment)
                                      else Path("reports") / plan.name)
     with storage.local_copy(experiment) as experiment_dir:
+        from tuning.full_validation import evaluate_trials
+        from tuning.results import load_experiment
+
+        meta_read, trials, history = load_experiment(experiment_dir)
+        chosen = _trials_to_evaluate_stand_in(trials, history, meta_read)  # STAND-IN: see there
+        evaluation = evaluate_trials(experiment_dir, chosen)  # whole-split figures for the report's fronts
+        if is_uri(experiment):  # the folder is a temporary download: the file goes back beside the trials
+            storage.write_json(storage.join(experiment, EVALUATION_DIR, FULL_VALIDATION), evaluation)
         tables = report.write_report(experiment_dir, report_dir)
     print(report.summary(tables, report_dir))
     errors = sum(1 for r in results if r.error is not None)
