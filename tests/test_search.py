@@ -22,10 +22,19 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from tuning import report as report_cli
 from tuning import search
 from tuning.anchor import cheapest_point, family_points
 from tuning.errors import UserError
-from tuning.files import EXPERIMENT_META, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, TRIALS_TABLE
+from tuning.files import (
+    EVALUATION_DIR,
+    EXPERIMENT_META,
+    FULL_VALIDATION,
+    HISTORY_TABLE,
+    PARETO_TABLE,
+    REPORT_MD,
+    TRIALS_TABLE,
+)
 from tuning.ray_state import checkpoint_index
 from tuning.results import STATUSES, load_experiment
 from tuning.spaces import Objective, load_space
@@ -72,6 +81,19 @@ def test_smoke_search_end_to_end(tmp_path: Path) -> None:
     assert meta["finished_at"] and meta["seed"] == 3
     text = (report / REPORT_MD).read_text()
     assert "python -m tuning.search --space smoke" in text and "## Pareto fronts" in text
+
+    # The chosen trials' checkpoints, evaluated on the whole validation split at the end, reach the trials table.
+    evaluation = exp / EVALUATION_DIR / FULL_VALIDATION
+    evaluated = json.loads(evaluation.read_text())["trials"]
+    assert set(trials.loc[trials["status"] == "completed", "trial_id"]) <= set(evaluated)
+    shown = trials.set_index("trial_id").loc[sorted(evaluated)]
+    assert shown["full_val_loss"].tolist() == [evaluated[t]["val_loss"] for t in sorted(evaluated)]
+    assert shown["full_val_acc_last"].tolist() == [evaluated[t]["val_acc_last"] for t in sorted(evaluated)]
+    assert (shown["full_val_iteration"] == shown["iteration"]).all()  # the latest checkpoint: the last iteration
+    assert trials.set_index("trial_id").drop(index=list(evaluated))["full_val_loss"].isna().all()
+    before = evaluation.read_bytes()
+    assert report_cli.main([str(exp)]) == 0  # regenerating the report only reads the file
+    assert evaluation.read_bytes() == before
 
     # Optuna heard the truth: ASHA-stopped trials are PRUNED, full-budget ones COMPLETE.
     states = [t.state for t in _optuna_study("smoke", exp).trials]
@@ -496,6 +518,9 @@ def test_storage_uri_goes_through_pyarrow(tmp_path: Path, monkeypatch: pytest.Mo
     assert meta["finished_at"] and meta["commands"]
     trials = read_trials(tmp_path / "reports" / "u")  # the report of a bucket's experiment is written locally
     assert len(trials) == 2
+    # the whole-split evaluation ran on the temporary download; its file went back to the bucket
+    evaluated = json.loads((tmp_path / "bucket" / "u" / EVALUATION_DIR / FULL_VALIDATION).read_text())["trials"]
+    assert evaluated and trials.set_index("trial_id").loc[sorted(evaluated), "full_val_loss"].notna().all()
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -12,15 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from tuning.checkpoint import load_checkpoint
-from tuning.data import load_corpus
+from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.train import evaluate, validation_windows
 
 
-def evaluate_checkpoint(directory: Path, seq_len: int | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(directory: Path, seq_len: int | None = None, corpus: Corpus | None = None) -> dict[str, Any]:
+    """The checkpoint's metrics on its corpus's whole validation split, on the CPU.
+
+    ``corpus``: the checkpoint's corpus, already loaded (one load serves many checkpoints); by default it is
+    loaded by the name the checkpoint was trained on.
+    """
     saved = load_checkpoint(directory)
     config = saved.train_config
-    corpus = load_corpus(config.corpus, config.normalize_whitespace)
+    if corpus is None:
+        corpus = load_corpus(config.corpus, config.normalize_whitespace)
     if corpus.vocab != saved.vocab:
         raise UserError(f"checkpoint {directory} was trained on another vocabulary than corpus {config.corpus}")
     window = seq_len or config.seq_len

@@ -24,6 +24,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (a container's or taskset's share), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     out = {}
     for name in names:

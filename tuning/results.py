@@ -170,6 +170,20 @@ def read_meta(experiment_dir: Path) -> dict[str, Any]:
     return json.loads(meta_file.read_text(encoding="utf-8"))
 
 
+def trial_dirs(experiment_dir: Path, state: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Each trial's folder, by trial id: where Ray's newest state file puts it, else any folder with a
+    ``params.json`` (a trial the state file does not know yet). ``state``: :func:`_read_state`'s, if read."""
+    experiment_dir = Path(experiment_dir)
+    state = _read_state(experiment_dir) if state is None else state
+    ids = {}
+    for trial_id, info in state.items():
+        if info["logdir"] and (experiment_dir / info["logdir"]).is_dir():
+            ids[trial_id] = experiment_dir / info["logdir"]
+    for d in {p.parent for p in experiment_dir.glob("*/params.json")} - set(ids.values()):
+        ids[d.name.split("_")[0]] = d
+    return ids
+
+
 def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """(meta, trials, history) of an experiment directory."""
     experiment_dir = Path(experiment_dir)
@@ -183,13 +197,7 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     promotion = json.loads(promotion_file.read_text()) if promotion_file.is_file() else {}
     held, waiting = held_at_rungs(promotion), waiting_at_rungs(promotion)
     full_validation = read_full_validation(experiment_dir)
-    trial_dirs = {p.parent for p in experiment_dir.glob("*/params.json")}
-    ids = {}
-    for trial_id, info in state.items():
-        if info["logdir"] and (experiment_dir / info["logdir"]).is_dir():
-            ids[trial_id] = experiment_dir / info["logdir"]
-    for d in trial_dirs - set(ids.values()):  # trials the state file does not know yet
-        ids[d.name.split("_")[0]] = d
+    ids = trial_dirs(experiment_dir, state)
     trials, history = [], []
     for trial_id in sorted(ids):
         trial_dir = ids[trial_id]

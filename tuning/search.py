@@ -26,7 +26,7 @@ from tuning.anchor import anchor_points
 from tuning.config import PRECISIONS, TrainConfig
 from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
-from tuning.files import EXPERIMENT_META, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
+from tuning.files import EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
 from tuning.spaces import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
@@ -489,6 +489,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     report_dir = plan.report_dir or (Path(experiment) / "report" if not is_uri(experiment)
                                      else Path("reports") / plan.name)
     with storage.local_copy(experiment) as experiment_dir:
+        from tuning.full_validation import evaluate_trials
+        from tuning.results import load_experiment
+
+        meta_read, trials, history = load_experiment(experiment_dir)
+        chosen = report.trials_to_evaluate(trials, history, meta_read)  # on a front, or best of its cell
+        evaluation = evaluate_trials(experiment_dir, chosen)  # whole-split figures for the report's fronts
+        if is_uri(experiment):  # the folder is a temporary download: the file goes back beside the trials
+            storage.write_json(storage.join(experiment, EVALUATION_DIR, FULL_VALIDATION), evaluation)
         tables = report.write_report(experiment_dir, report_dir)
     print(report.summary(tables, report_dir))
     errors = sum(1 for r in results if r.error is not None)
