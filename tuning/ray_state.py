@@ -295,3 +295,55 @@ def repair_trial_count(experiment: str, filesystem: Any = None) -> str | None:
         stream.write(cloudpickle.dumps(search))
     return ("resume: the driver stopped between saving its trial list and its search state; search state "
             f"repaired ({'; '.join(changes)})")
+
+
+BASIC_VARIANT_STATE = re.compile(r"basic-variant-state-.+\.json")  # BasicVariantGenerator.CKPT_FILE_TMPL (grids)
+
+
+def set_search_plan(experiment: str, filesystem: Any = None, num_samples: int | None = None,
+                    max_concurrent: int | None = None) -> list[str]:
+    """Give the newest search-algorithm state of ``experiment`` this session's trial count and concurrency, and
+    reopen a search that Ray's time-budget stopper closed. Returns what changed; writes nothing when nothing did.
+
+    Ray restores both numbers from this file (``SearchGenerator.set_state``, ``ConcurrencyLimiter.set_state``,
+    ``BasicVariantGenerator.set_state``) and ignores the restored tuner's settings for them, so a resumed search
+    changes them here. ``finished`` is set by ``TuneController._stop_experiment_if_needed`` when a stopper ends
+    the run (a search ended by ``time_budget_s`` before :mod:`tuning.resume` replaced it); the trial count
+    decides alone whether more trials are sampled.
+    """
+    import pyarrow.fs
+    from ray import cloudpickle
+
+    fs, experiment_path, _, _ = _newest_state(experiment, filesystem)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(experiment_path, allow_not_found=True))
+    changes: list[str] = []
+    for pattern in (SEARCH_STATE, BASIC_VARIANT_STATE):
+        names = sorted(i.base_name for i in infos
+                       if i.type == pyarrow.fs.FileType.File and pattern.fullmatch(i.base_name))
+        if not names:
+            continue
+        path = f"{experiment_path}/{names[-1]}"  # the one Ray restores
+        with fs.open_input_stream(path) as stream:
+            state = cloudpickle.loads(stream.read())
+        before = len(changes)
+        if pattern is SEARCH_STATE:
+            if state.get("finished"):
+                state["finished"] = False
+                changes.append("search reopened")
+            if num_samples is not None and state.get("total_samples") != num_samples:
+                changes.append(f"trials {state.get('total_samples')} -> {num_samples}")
+                state["total_samples"] = num_samples
+            limiters = [w for k, w in state.items() if k.startswith("name:") and isinstance(w, dict)
+                        and "max_concurrent" in w]
+        else:
+            limiters = [state]
+        for limiter in limiters:
+            if max_concurrent is not None and limiter.get("max_concurrent") != max_concurrent:
+                changes.append(f"trials at once {limiter.get('max_concurrent')} -> {max_concurrent}")
+                limiter["max_concurrent"] = max_concurrent
+                if "fixed" in limiter:  # tuning.tune_glue.SlotLimiter: a fixed limit, no longer the cluster's slots
+                    limiter["fixed"] = max_concurrent
+        if len(changes) > before:
+            with fs.open_output_stream(path) as stream:  # whole, as in repair_checkpoint_references
+                stream.write(cloudpickle.dumps(state))
+    return changes

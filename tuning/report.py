@@ -291,7 +291,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
             "| " + " | ".join(str(counts[s]) for s in STATUSES) + " |", ""]
     if counts["unfinished"]:
         out += [f"**{counts['unfinished']} trial(s) unfinished**: the experiment was interrupted or ran out of time; "
-                "`python -m tuning.search --resume` continues it.", ""]
+                f"`{meta.get('resume_command', 'python -m tuning.search --resume')}` continues it.", ""]
     errored = trials[trials["status"] == "errored"]
     for _, row in errored.iterrows():
         out.append(f"- `{row['trial_id']}` errored: {md_escape(row['error'])}")
