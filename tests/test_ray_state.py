@@ -126,6 +126,39 @@ def test_killed_between_delete_and_save_continues_from_the_newer_checkpoint(tmp_
     assert sorted(p.name for p in e.dir.glob("checkpoint_*")) == ["checkpoint_000003"]
 
 
+def _persist_unregistered(e: Experiment) -> None:
+    """The next checkpoint as the worker persists it before ``tune.report`` returns; its result never reaches the
+    driver's books (still in flight when a SIGINT ended Ray's loop, or when a kill came)."""
+    assert e.trial.storage is not None
+    iteration = len(e.history) + 1
+    e.history.append({"iteration": iteration, "val_loss": 4.0 / iteration, "timestamp": 1000 + iteration})
+    _checkpoint(e.dir, e.trial.storage.current_checkpoint_index + 1, True, list(e.history))
+
+
+@pytest.mark.parametrize("registered", [0, 1])
+def test_a_newer_checkpoint_the_driver_never_registered_is_taken(tmp_path: Path, registered: int) -> None:
+    """Before the fix the resumed trial went on from the checkpoint the state named, or from nothing (training
+    iteration 1 again over its own checkpoint_000000), and its result.json lacked the rows."""
+    e = Experiment(tmp_path)
+    for _ in range(registered):
+        e.report()
+    e.save_state()
+    _persist_unregistered(e)
+    repairs = repair_checkpoint_references(str(e.exp))
+    newest = f"checkpoint_{registered:06d}"
+    assert [(r.missing, r.now, r.rows, r.unregistered) for r in repairs] == [(None, newest, 1, True)]
+    assert "had not registered" in repairs[0].describe()
+    assert e.curve() == list(range(1, registered + 2))
+    trial = e.restored()
+    assert trial.checkpoint.path == str(e.dir / newest)
+    assert trial.run_metadata.checkpoint_manager.latest_checkpoint_result.metrics["iteration"] == registered + 1
+    assert trial.storage.current_checkpoint_index == registered
+    assert repair_checkpoint_references(str(e.exp)) == []
+    e.trial = trial
+    e.report()  # the resumed trial's next checkpoint is a new folder; Ray drops the older ones
+    assert f"checkpoint_{registered + 1:06d}" in {p.name for p in e.dir.glob("checkpoint_*")}
+
+
 def test_a_second_repair_finds_nothing_to_do(tmp_path: Path) -> None:
     e = killed_after_second_checkpoint(tmp_path)
     assert len(repair_checkpoint_references(str(e.exp))) == 1

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -224,7 +225,7 @@ def _run_driver(args: list[str], tmp_path: Path, ray_tmp: str) -> subprocess.Pop
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def _kill_driver_and_its_ray(proc: subprocess.Popen[bytes], ray_tmp: str) -> None:
+def _kill_driver_and_its_ray(proc: subprocess.Popen[Any], ray_tmp: str) -> None:
     """SIGKILL the driver's process group, then every process left of the local Ray it started, and wait until
     none is left. A trial worker can outlive the group for a moment, and one still copying a checkpoint into the
     experiment after the kill changed the files under the resume (CI, 2026-11-29)."""
@@ -558,3 +559,168 @@ def test_nsga2_searcher_pickles_and_keeps_sampling() -> None:
     copy = pickle.loads(pickle.dumps(searcher))
     assert copy.suggest("t1") is not None
     assert pickle.loads(pickle.dumps(copy._ot_study.sampler))._thread_lock.acquire(blocking=False)
+
+
+def _raw_rows(exp: Path) -> dict[str, list[int]]:
+    """Every row each trial's result.json holds, in file order: trial id -> iterations (a restart repeats some)."""
+    rows: dict[str, list[int]] = {}
+    for result_file in exp.glob("*/result.json"):
+        for line in result_file.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.setdefault(row["trial_id"], []).append(row["iteration"])
+    return rows
+
+
+def _write_fake_experiment(storage: Path, name: str, space: str, command: str, started: str) -> None:
+    (storage / name).mkdir(parents=True)
+    meta = {"space": load_space(space).name, "space_file": load_space(space).source,
+            "commands": [command], "started_at": started, "num_samples": 3}
+    (storage / name / EXPERIMENT_META).write_text(json.dumps(meta))
+
+
+def test_resume_without_space_takes_the_latest_experiment_of_any_space(data_dir: Path, tmp_path: Path) -> None:
+    """Before: the parser's default space (smoke) chose, so a user's latest shakespeare search was passed over."""
+    resume_space = str(HERE / "spaces" / "resume.yaml")
+    _write_fake_experiment(tmp_path, "old-smoke", "smoke", "python -m tuning.search --space smoke",
+                           "2026-01-01T00:00:00+00:00")
+    _write_fake_experiment(tmp_path, "new", resume_space,
+                           f"python -m tuning.search --space {resume_space} --max-iters 2", "2026-01-02T00:00:00+00:00")
+    argv = ["--resume", "--storage-path", str(tmp_path)]
+    plan = search.make_plan(search.build_parser().parse_args(argv), argv)
+    assert (plan.name, plan.space.name, plan.space.budget.max_iters) == ("new", "resume", 2)  # the first session's
+    assert plan.num_samples == 3  # the experiment's, not the space's default
+    argv = ["--resume", "--space", "smoke", "--storage-path", str(tmp_path)]
+    assert search.make_plan(search.build_parser().parse_args(argv), argv).name == "old-smoke"
+    argv = ["--resume", "--storage-path", str(tmp_path), "--max-iters", "2", "--num-samples", "5"]
+    plan = search.make_plan(search.build_parser().parse_args(argv), argv)  # the same value again is no change
+    assert (plan.space.budget.max_iters, plan.num_samples) == (2, 5)
+
+
+@pytest.mark.parametrize(("flags", "named"), [(["--max-iters", "3"], "--max-iters=3"),
+                                              (["--seed", "7"], "--seed=7"),
+                                              (["--objectives", "val_loss,params"], "--objectives="),
+                                              (["--space", "smoke"], "--space=smoke"),
+                                              (["--precision", "bf16"], "--precision=bf16")])
+def test_resume_refuses_flags_that_change_what_a_trial_is(data_dir: Path, tmp_path: Path, flags: list[str],
+                                                          named: str) -> None:
+    resume_space = str(HERE / "spaces" / "resume.yaml")
+    _write_fake_experiment(tmp_path, "e", resume_space, f"python -m tuning.search --space {resume_space} --max-iters 2",
+                           "2026-01-02T00:00:00+00:00")
+    argv = ["--resume", "--name", "e", "--storage-path", str(tmp_path), *flags]
+    with pytest.raises(UserError, match=f"^{named}.* is invalid with --resume"):
+        search.make_plan(search.build_parser().parse_args(argv), argv)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_search_ended_by_its_time_budget_continues_on_resume(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: Ray's time-budget stopper marked unfinished trials TERMINATED and the searcher finished, and a
+    resume ended at once leaving them so. Now the budget stops the search as Ctrl-C does, and a resume with a new
+    budget and more samples promotes paused trials, trains unfinished ones on and samples new ones."""
+    space = str(HERE / "spaces" / "budget.yaml")  # 40 trials, promotion-type ASHA, rungs 1 2 4 8, budget 16
+    storage = tmp_path / "runs"
+    exp = _search(space, storage, "budget", "--time-budget-s", "10")
+    meta, before, _ = load_experiment(exp)
+    assert len(before) < 40, "the budget left no trial to sample: the test proves nothing"
+    unfinished = set(before.loc[before["status"] == "unfinished", "trial_id"])
+    assert meta["sessions"][0]["stopped_by"] == "time budget" and meta["finished_at"]
+    err = capsys.readouterr().err
+    assert f"continue with: python -m tuning.search --resume --name budget --storage-path {storage}" in err
+    done_before = {t: max(its) for t, its in _raw_rows(exp).items()}
+
+    # A new driver, as a user's resume is: a resume inside the same Ray session finds Ray's driver staging copy of
+    # each result.json from the first session, which it uploads over the rows kept after the stop.
+    ray_tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
+    proc = subprocess.run([sys.executable, "-m", "tuning.search", "--resume", "--storage-path", str(storage),
+                           "--quiet", "--time-budget-s", "900", "--num-samples", "42"], cwd=tmp_path,
+                          env=dict(os.environ, RAY_TMPDIR=ray_tmp), capture_output=True, text=True, timeout=900)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming budget (space budget, started" in proc.stderr
+    meta, trials, history = load_experiment(exp)
+    assert len(trials) == 42 and trials["trial_id"].is_unique  # the new --num-samples
+    assert set(trials["status"]) <= {"completed", "early_stopped"}
+    state = json.loads((exp / "scheduler" / "promotion_asha.json").read_text())
+    # every trial was judged at a rung and none waits any more. A trial whose rung result was in flight at the stop
+    # goes on from that checkpoint and is judged at the next rung it reaches (the scheduler never saw the row).
+    assert state["waiting"] == {} and set().union(*state["rungs"].values()) == set(trials["trial_id"])
+    assert state["promoted"]["1"] or state["promoted"]["2"]
+    for trial_id, iterations in _raw_rows(exp).items():
+        # continued from checkpoints: each iteration once, none restarted from 1
+        assert iterations == list(range(1, len(iterations) + 1)), (trial_id, iterations)
+    after = _raw_rows(exp)
+    assert all(max(after[t]) > done_before.get(t, 0) for t in unfinished)  # each unfinished trial went on
+    assert [s["time_budget_s"] for s in meta["sessions"]] == [10.0, 900.0]
+    assert [s["num_samples"] for s in meta["sessions"]] == [None, 42]
+    assert meta["sessions"][1]["stopped_by"] is None and len(meta["commands"]) == 2
+
+
+def test_sigint_stops_gracefully_and_the_resume_continues_from_checkpoints(tmp_path: Path) -> None:
+    """A real driver, a real SIGINT once a checkpoint exists. Before: exit 0, Ray's Tuner.restore hint, and a
+    trial whose result was in flight kept an empty result.json and trained iteration 1 again on resume."""
+    storage = tmp_path / "store"  # not ./runs, the default: the printed command must name it
+    space = str(HERE / "spaces" / "resume.yaml")
+    ray_tmp = tempfile.mkdtemp(prefix="ri-", dir="/tmp")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_TMPDIR=ray_tmp)
+    proc = subprocess.Popen([sys.executable, "-m", "tuning.search", "--space", space, "--storage-path", str(storage),
+                             "--name", "sig", "--quiet", "--gpus-per-trial", "0"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    exp = storage / "sig"
+    try:
+        deadline = time.time() + 240
+        while not list(exp.glob("*/checkpoint_*/config.json")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _kill_driver_and_its_ray(proc, ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 130, err
+    assert f"continue with: python -m tuning.search --resume --name sig --storage-path {storage}" in err
+    assert "Tuner.restore" not in err + out
+    for trial_dir in {c.parent.parent for c in exp.glob("*/checkpoint_*/config.json")}:
+        assert (trial_dir / "result.json").read_text().strip(), f"{trial_dir.name}: empty result.json"
+    meta = json.loads((exp / EXPERIMENT_META).read_text())
+    assert meta["finished_at"] is None and meta["sessions"][0]["stopped_by"] == "SIGINT"
+    checkpointed = {t: max(its) for t, its in _raw_rows(exp).items()}
+    assert checkpointed
+
+    ray_tmp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")
+    code = subprocess.run([sys.executable, "-m", "tuning.search", "--resume", "--storage-path", str(storage),
+                           "--quiet"], cwd=tmp_path, env=dict(env, RAY_TMPDIR=ray_tmp), timeout=600).returncode
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert code == 0
+    _, trials, _ = load_experiment(exp)
+    assert len(trials) == 3 and (trials["status"] == "completed").all()
+    rows = _raw_rows(exp)
+    for trial_id, iterations in rows.items():
+        assert iterations == list(range(1, 9)), (trial_id, iterations)  # iteration 1 was not trained again
+    assert set(checkpointed) <= set(rows)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_reaches_rays_interrupt_as_sigusr1(signum: int, code: int) -> None:
+    """What tune.run installs for its run (a SIGUSR1 handler that ends its loop) hears SIGTERM too; before, SIGTERM
+    met Ray's sys.exit handler mid-loop (exit 1, a native stack dump)."""
+    from tuning.resume import StopRequests
+
+    ended = threading.Event()
+    with StopRequests(None) as stop:
+        signal.signal(signal.SIGUSR1, lambda *_: ended.set())  # as ray/tune/tune.py's _setup_signal_catching does
+        os.kill(os.getpid(), signum)
+        assert ended.wait(5)
+    assert (stop.reason, stop.exit_code) == (signal.Signals(signum).name, code)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL and signal.getsignal(signal.SIGTERM) != stop._on_signal
+
+
+def test_the_time_budget_reaches_rays_interrupt() -> None:
+    from tuning.resume import StopRequests
+
+    ended = threading.Event()
+    with StopRequests(0.2) as stop:
+        signal.signal(signal.SIGUSR1, lambda *_: ended.set())
+        assert ended.wait(5)
+    assert (stop.reason, stop.exit_code) == ("time budget", 0)

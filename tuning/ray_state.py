@@ -16,6 +16,13 @@ since the last copy die with the driver. Our checkpoints carry every metrics row
 (:mod:`tuning.checkpoint`); the rows ``result.json`` lacks are appended from there, and the resumed curve has no
 hole.
 
+A checkpoint can also be newer than every one the state names, and whole: the worker persists it to storage
+before ``tune.report`` returns, and the driver registers it only when it processes that result. A driver
+stopped in between (``SIGINT``: Ray ends its loop without waiting for results in flight; a kill) leaves a trial
+whose state names an older checkpoint or none, and ``result.json`` without the rows, so the resumed trial
+trained its first iterations again over its own checkpoint folders. The newest whole checkpoint of an unfinished
+trial is taken instead, with its rows.
+
 The state file's layout is Ray's: ``trial_data`` is a list of ``[trial_json, run_metadata_json]`` pairs, each
 written with ``TuneFunctionEncoder`` (objects it cannot encode become cloudpickle blobs); we decode and
 re-encode only the two fields we change (the trial's ``storage`` and its ``checkpoint_manager``) and leave
@@ -51,8 +58,13 @@ class Repair:
     missing: str | None  # the checkpoint directory the state named; None: it exists, only rows were restored
     now: str | None  # the one the trial continues from; None: no complete one left, the trial starts over
     rows: int = 0  # learning-curve rows restored into result.json from that checkpoint
+    unregistered: bool = False  # ``now`` is newer than any checkpoint the state named (``missing`` is None)
 
     def describe(self) -> str:
+        if self.unregistered:
+            restored = f", {self.rows} result row(s) restored from it" if self.rows else ""
+            return (f"resume: trial {self.trial_id}: continues from {self.now}, which the driver had not registered "
+                    f"when it stopped{restored}")
         if self.missing is None:
             return (f"resume: trial {self.trial_id}: {self.rows} result row(s) restored from {self.now} (the driver "
                     "stopped before copying them)")
@@ -150,22 +162,29 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     meta = json.loads(meta_json)
     manager = _decode(meta["checkpoint_manager"])
     latest = manager.latest_checkpoint_result
-    if latest is None:
-        return None
     trial = json.loads(trial_json)
+    finished = trial.get("status") in ("TERMINATED", "ERROR")  # Trial.TERMINATED / Trial.ERROR
+    if latest is None and finished:
+        return None
     storage = _decode(trial["storage"])
     # The trial's folder under *this* experiment path: Ray rewrites the stored prefix on restore when the
     # experiment has moved (Trial.set_storage), so only the trial folder's name is taken from the state.
     trial_path = f"{experiment_path}/{storage.trial_dir_name}"
     trial_id = str(trial.get("trial_id", storage.trial_dir_name))
-    missing = _base_name(latest.checkpoint.path)
-    if not _missing(fs, latest.checkpoint.path):
-        # The state is sound, but the rows up to its checkpoint may have died in the driver's staging folder
-        # (a trial's first result.json copy can come after the state file that names its checkpoint).
-        _, rows = restore_rows(fs, trial_path, missing, trial_id)
-        return (trial_json, meta_json, Repair(trial_id, None, missing, rows)) if rows else None
     on_disk = checkpoints_on_disk(fs, trial_path)
     name = choose_checkpoint(on_disk)
+    named = None if latest is None else _base_name(latest.checkpoint.path)
+    missing = None
+    if latest is not None and not _missing(fs, latest.checkpoint.path):
+        if finished or name is None or (checkpoint_index(name) or 0) <= (checkpoint_index(str(named)) or 0):
+            # The state is sound, but the rows up to its checkpoint may have died in the driver's staging folder
+            # (a trial's first result.json copy can come after the state file that names its checkpoint).
+            _, rows = restore_rows(fs, trial_path, str(named), trial_id)
+            return (trial_json, meta_json, Repair(trial_id, None, named, rows)) if rows else None
+    elif latest is not None:
+        missing = named
+    elif name is None:
+        return None  # no checkpoint named, none whole on storage: the trial starts over, as Ray would start it
     chosen_index = -1 if name is None else (checkpoint_index(name) or 0)
     # Folders past the chosen one are partial copies and in no state: the trial rewrites them, under the same
     # names; their leftovers would otherwise mix with the new files.
@@ -174,12 +193,18 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
             fs.delete_dir(f"{trial_path}/{other}")
     own, rows = restore_rows(fs, trial_path, name, trial_id) if name else (None, 0)
 
-    kept = [r for r in manager._checkpoint_results if r is not latest and not _missing(fs, r.checkpoint.path)]
+    kept = [r for r in manager._checkpoint_results
+            if r is not latest and not _missing(fs, r.checkpoint.path)]
+    if latest is not None and missing is None:
+        kept.append(latest)  # named and whole: Ray deletes it when the trial registers its next checkpoint
     if name is None:
         manager._latest_checkpoint_result = None
     else:
-        where = Checkpoint(path=f"{trial_path}/{name}", filesystem=latest.checkpoint.filesystem)
-        chosen = _TrainingResult(checkpoint=where, metrics=own or latest.metrics)
+        # Ray's restore reads the checkpoint through the state's file system object (tuning.atomic_fs on a local
+        # folder); a checkpoint the state never named takes the trial's storage file system.
+        where_fs = latest.checkpoint.filesystem if latest is not None else storage.storage_filesystem
+        where = Checkpoint(path=f"{trial_path}/{name}", filesystem=where_fs)
+        chosen = _TrainingResult(checkpoint=where, metrics=own or (latest.metrics if latest is not None else {}))
         kept = [r for r in kept if _base_name(r.checkpoint.path) != name] + [chosen]
         manager._latest_checkpoint_result = chosen
     manager._checkpoint_results = kept
@@ -188,7 +213,8 @@ def _repair_trial(fs: Any, experiment_path: str, trial_json: str, meta_json: str
     storage.current_checkpoint_index = chosen_index
     meta["checkpoint_manager"] = _encode(manager)
     trial["storage"] = _encode(storage)
-    return json.dumps(trial, indent=2), json.dumps(meta, indent=2), Repair(trial_id, missing, name, rows)
+    repair = Repair(trial_id, missing, name, rows, unregistered=latest is None or missing is None)
+    return json.dumps(trial, indent=2), json.dumps(meta, indent=2), repair
 
 
 def _newest_state(experiment: str, filesystem: Any) -> tuple[Any, str, dict[str, Any] | None, str | None]:
@@ -269,3 +295,55 @@ def repair_trial_count(experiment: str, filesystem: Any = None) -> str | None:
         stream.write(cloudpickle.dumps(search))
     return ("resume: the driver stopped between saving its trial list and its search state; search state "
             f"repaired ({'; '.join(changes)})")
+
+
+BASIC_VARIANT_STATE = re.compile(r"basic-variant-state-.+\.json")  # BasicVariantGenerator.CKPT_FILE_TMPL (grids)
+
+
+def set_search_plan(experiment: str, filesystem: Any = None, num_samples: int | None = None,
+                    max_concurrent: int | None = None) -> list[str]:
+    """Give the newest search-algorithm state of ``experiment`` this session's trial count and concurrency, and
+    reopen a search that Ray's time-budget stopper closed. Returns what changed; writes nothing when nothing did.
+
+    Ray restores both numbers from this file (``SearchGenerator.set_state``, ``ConcurrencyLimiter.set_state``,
+    ``BasicVariantGenerator.set_state``) and ignores the restored tuner's settings for them, so a resumed search
+    changes them here. ``finished`` is set by ``TuneController._stop_experiment_if_needed`` when a stopper ends
+    the run (a search ended by ``time_budget_s`` before :mod:`tuning.resume` replaced it); the trial count
+    decides alone whether more trials are sampled.
+    """
+    import pyarrow.fs
+    from ray import cloudpickle
+
+    fs, experiment_path, _, _ = _newest_state(experiment, filesystem)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(experiment_path, allow_not_found=True))
+    changes: list[str] = []
+    for pattern in (SEARCH_STATE, BASIC_VARIANT_STATE):
+        names = sorted(i.base_name for i in infos
+                       if i.type == pyarrow.fs.FileType.File and pattern.fullmatch(i.base_name))
+        if not names:
+            continue
+        path = f"{experiment_path}/{names[-1]}"  # the one Ray restores
+        with fs.open_input_stream(path) as stream:
+            state = cloudpickle.loads(stream.read())
+        before = len(changes)
+        if pattern is SEARCH_STATE:
+            if state.get("finished"):
+                state["finished"] = False
+                changes.append("search reopened")
+            if num_samples is not None and state.get("total_samples") != num_samples:
+                changes.append(f"trials {state.get('total_samples')} -> {num_samples}")
+                state["total_samples"] = num_samples
+            limiters = [w for k, w in state.items() if k.startswith("name:") and isinstance(w, dict)
+                        and "max_concurrent" in w]
+        else:
+            limiters = [state]
+        for limiter in limiters:
+            if max_concurrent is not None and limiter.get("max_concurrent") != max_concurrent:
+                changes.append(f"trials at once {limiter.get('max_concurrent')} -> {max_concurrent}")
+                limiter["max_concurrent"] = max_concurrent
+                if "fixed" in limiter:  # tuning.tune_glue.SlotLimiter: a fixed limit, no longer the cluster's slots
+                    limiter["fixed"] = max_concurrent
+        if len(changes) > before:
+            with fs.open_output_stream(path) as stream:  # whole, as in repair_checkpoint_references
+                stream.write(cloudpickle.dumps(state))
+    return changes

@@ -377,14 +377,15 @@ def _header(t: Tables) -> list[str]:
     return out + [f"| {md_escape(k)} | {md_escape(v) if k != 'command(s)' else v} |" for k, v in header]
 
 
-def _status(trials: pd.DataFrame) -> list[str]:
+def _status(trials: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     counts = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     out = ["", "## Trial status", "", "| " + " | ".join(STATUSES) + " |", "|" + "---|" * len(STATUSES),
            "| " + " | ".join(str(counts[s]) for s in STATUSES) + " |", "",
            "; ".join(f"`{s}` {m}" for s, m in STATUS_MEANINGS.items()) + ".", ""]
     if counts["unfinished"] or counts["paused"]:
         out += [f"**{counts['unfinished']} trial(s) unfinished**, **{counts['paused']} paused**: the experiment was "
-                "interrupted or ran out of time; `python -m tuning.search --resume` continues it.", ""]
+                "interrupted or ran out of time; "
+                f"`{meta.get('resume_command', 'python -m tuning.search --resume')}` continues it.", ""]
     for _, row in trials[trials["status"] == "errored"].iterrows():
         out.append(f"- `{row['trial_id']}` errored: {md_escape(row['error'])}")
     return out
@@ -483,7 +484,7 @@ def _searched(t: Tables) -> list[str]:
 def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     meta, trials = t.meta, t.trials
     max_iters = int(meta.get("budget", {}).get("max_iters", 0))
-    out = _header(t) + _status(trials)
+    out = _header(t) + _status(trials, meta)
     best = annotate(best_per_cell(trials, meta), max_iters)
     metric = next(iter(searched_objectives(meta)))
     out += ["", "## Best trial per cell type", "",

@@ -8,7 +8,6 @@ starts or anything is written; a user mistake exits with status 2 and one line o
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -28,6 +27,15 @@ from tuning.data import Corpus, load_corpus
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
+from tuning.resume import (
+    APPLIED_ON_RESUME,
+    DEFAULT_SPACE,
+    EXIT_CODES,
+    StopRequests,
+    find_latest,
+    resume_command,
+    session_args,
+)
 from tuning.spaces import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
 from tuning.storage import check_resumable, is_uri, ray_storage
 
@@ -50,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tuning.search",
         description="Search hyperparameters of character-level RNN/LSTM/GRU language models with Ray Tune.",
     )
-    p.add_argument("--space", default="smoke", help="built-in space name or path to a YAML file (default: smoke)")
+    p.add_argument("--space", help="built-in space name or path to a YAML file (default: smoke; with --resume and "
+                                   "no --name: the latest experiment of this space)")
     p.add_argument("--num-samples", type=int, help="trials to run (default: the space's num_samples)")
-    p.add_argument("--time-budget-s", type=float, help="stop starting and running trials after this many seconds")
+    p.add_argument("--time-budget-s", type=float,
+                   help="stop after this many seconds, keeping unfinished trials for --resume (each session its own)")
     p.add_argument("--max-iters", type=int, help="override the space's budget.max_iters")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; torch threads follow (default 1)")
     p.add_argument("--gpus-per-trial", type=float,
@@ -67,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="./runs", help="experiment storage: a directory or s3:// / gs:// URI")
     p.add_argument("--name", help="experiment name (default: SPACE-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted experiment (--name, or the latest one of this space)")
+                   help="continue an experiment: --name, else the latest of --space, else the latest of any space; "
+                        "--time-budget-s, --num-samples, --max-concurrent, --quiet apply to the resumed search")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto after `ray up`)")
     p.add_argument("--objectives", help="several objectives, e.g. val_loss:min,flops_per_char:min (multi-objective "
                                         "search: Optuna's NSGA-II/MO-TPE and the Pareto-aware MO-ASHA scheduler)")
@@ -99,6 +110,8 @@ class Plan:
     num_samples: int
     seed: int
     report_dir: Path | None
+    args: argparse.Namespace  # as given; on --resume, the experiment's own for what a trial is
+    started_at: str | None = None  # on --resume: when the experiment began
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -134,19 +147,44 @@ def _check_space_fits_corpus(space: SearchSpace, corpus: Corpus) -> None:
                         f"of seq_len={seq_len} in corpus {corpus.name}'s training split")
 
 
-def latest_experiment(storage: Path, space_name: str) -> str | None:
-    found = []
-    for meta in storage.glob(f"*/{EXPERIMENT_META}"):
-        try:
-            if json.loads(meta.read_text()).get("space") == space_name:
-                found.append((meta.stat().st_mtime, meta.parent.name))
-        except (OSError, ValueError):
-            continue
-    return max(found)[1] if found else None
+def resumed_experiment(args: argparse.Namespace, argv: list[str], storage: str) -> argparse.Namespace:
+    """The experiment ``--resume`` continues, said on stderr, and this session's arguments for it
+    (:func:`tuning.resume.session_args`)."""
+    name = args.name
+    if name is None:
+        if is_uri(storage):
+            raise UserError(f"--resume: give --name (experiments in {storage} are not listed)")
+        space_name = load_space(args.space).name if args.space else None
+        found = find_latest(Path(storage), space_name)
+        if found is None:
+            which = f"of space {space_name!r} " if space_name else ""
+            raise UserError(f"--resume: no experiment {which}in {storage} (give --name)")
+        name = found[0]
+    meta = experiment_meta(storage, name)
+    if meta is None:
+        raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
+    merged = session_args(build_parser(), argparse.Namespace(**{**vars(args), "name": name}), argv, meta)
+    if merged.num_samples is None:  # the experiment's count, not the space's default
+        merged.num_samples = meta.get("num_samples")
+    merged.started_at = meta.get("started_at", "?")
+    return merged
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
-    space = load_space(args.space)
+def experiment_meta(location: str, name: str) -> dict[str, Any] | None:
+    _check_name(name)
+    return storage.read_json(storage.join(location, name, EXPERIMENT_META))
+
+
+def _check_name(name: str) -> None:
+    if any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+        raise UserError(f"--name={name!r} is invalid: a plain folder name")
+
+
+def make_plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
+    location = args.storage_path if is_uri(args.storage_path) else str(Path(args.storage_path).expanduser().resolve())
+    if args.resume:
+        args = resumed_experiment(args, [] if argv is None else argv, location)
+    space = load_space(args.space or DEFAULT_SPACE)
     if args.max_iters is not None:
         if args.max_iters < 1:
             raise UserError(f"--max-iters={args.max_iters} is invalid: an integer >= 1")
@@ -191,27 +229,20 @@ def make_plan(args: argparse.Namespace) -> Plan:
     corpus = load_corpus(space.corpus, space.normalize_whitespace)
     _check_space_fits_corpus(space, corpus)
 
-    storage = args.storage_path if is_uri(args.storage_path) else str(Path(args.storage_path).expanduser().resolve())
+    storage = location
     if not is_uri(storage):
         _check_writable(Path(storage), "--storage-path")
     if args.report_dir:
         _check_writable(Path(args.report_dir), "--report-dir")
     name = args.name
     if args.resume:
-        if name is None and not is_uri(storage):
-            name = latest_experiment(Path(storage), space.name)
-        if name is None:
-            raise UserError(f"--resume: no experiment of space {space.name!r} in {storage} (give --name)")
         if not is_uri(storage):
-            if not (Path(storage) / name / EXPERIMENT_META).is_file():
-                raise UserError(f"--resume: no experiment {name!r} in {storage} to resume")
             check_resumable(Path(storage) / name)
     else:
         name = name or f"{space.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         if not is_uri(storage) and (Path(storage) / name).exists():
             raise UserError(f"--name {name!r}: an experiment of that name exists in {storage} (use --resume)")
-    if any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
-        raise UserError(f"--name={name!r} is invalid: a plain folder name")
+    _check_name(name)
     report_dir = Path(args.report_dir).resolve() if args.report_dir else None
     return Plan(
         space=space,
@@ -220,6 +251,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         name=name,
         resume=args.resume,
         num_samples=args.num_samples or space.num_samples,
+        args=args,
+        started_at=getattr(args, "started_at", None),
         seed=space.seed if args.seed is None else args.seed,
         report_dir=report_dir,
     )
@@ -322,7 +355,10 @@ def trial_config(plan: Plan, slots: Slots) -> dict[str, Any]:
     return fixed
 
 
-def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **extra: Any) -> dict[str, Any]:
+def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], session: dict[str, Any] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """Write the experiment's meta. ``argv``: a session begins (its command and ``session`` are appended);
+    without it, ``session`` updates the current session's record."""
     meta_file = storage.join(experiment, EXPERIMENT_META)
     meta = storage.read_json(meta_file) or {}
     space = plan.space
@@ -348,6 +384,11 @@ def write_meta(experiment: str, plan: Plan, slots: Slots, argv: list[str], **ext
     )
     if argv:
         meta.setdefault("commands", []).append(" ".join(["python -m tuning.search", *map(shlex.quote, argv)]))
+        meta.setdefault("sessions", []).append({})
+    if session:
+        meta.setdefault("sessions", [{}])[-1].update(session)
+    # what tuning.report needs to print the command that continues this experiment
+    meta.update(name=plan.name, storage_path=plan.storage, resume_command=resume_command(plan.name, plan.storage))
     meta.setdefault("started_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     meta.update(extra)
     storage.write_json(meta_file, meta)
@@ -383,7 +424,6 @@ def make_scheduler(plan: Plan) -> Any:
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
 
-    from tuning.progress import ProgressTable, SearchProgress
     from tuning.tune_glue import SlotLimiter, make_searcher, trainable
 
     space = plan.space
@@ -395,16 +435,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     )
     storage_path, filesystem = ray_storage(plan.storage)
     if args.resume:
-        from tuning.ray_state import repair_checkpoint_references, repair_trial_count
-
-        experiment = f"{storage_path}/{plan.name}"
-        for repair in repair_checkpoint_references(experiment, filesystem):
-            print(repair.describe(), file=sys.stderr)
-        if (count := repair_trial_count(experiment, filesystem)) is not None:
-            print(count, file=sys.stderr)
-        return tune.Tuner.restore(experiment, trainable=runnable, storage_filesystem=filesystem,
-                                  resume_unfinished=True, resume_errored=True)
-    metric = space.objective.metric
+        return restore_tuner(plan, slots, args, runnable)
     scheduler = make_scheduler(plan)
     param_space = trial_config(plan, slots)
     searcher: Any = None
@@ -413,21 +444,10 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
 
         param_space.update(grid_param_space(space))
     else:
-        searcher = make_searcher(space, plan.seed)
-        if max_concurrent is None:  # follow the cluster's slots as nodes join (autoscaling)
-            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus)
-        elif space.scheduler == "asha_promotion":  # Ray's own limiter would count paused trials as running
-            searcher = SlotLimiter(searcher, slots.cpus, slots.gpus, fixed=max_concurrent)
-    summary = SearchProgress(metric, space.objective.mode, space.budget.max_iters, args.time_budget_s)
-    progress = None
-    if not args.quiet:
-        progress = ProgressTable(
-            summary,
-            parameter_columns=[p.name for p in space.params][:6],
-            metric_columns={"iteration": "iter", metric: metric, "val_acc_last": "acc_last",
-                            "train_time_s": "train_s"},
-            max_report_frequency=30,
-        )
+        # Without --max-concurrent the limit follows the cluster's slots as nodes join (autoscaling). Always ours:
+        # Ray's own limiter counts paused trials as running, and a resumed search sets ours in its saved state.
+        searcher = SlotLimiter(make_searcher(space, plan.seed), slots.cpus, slots.gpus, fixed=max_concurrent)
+    summary, progress = make_progress(space, args)
     return tune.Tuner(
         runnable,
         param_space=param_space,
@@ -437,7 +457,8 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
             scheduler=scheduler,
             num_samples=1 if space.is_grid else plan.num_samples,
             max_concurrent_trials=None if isinstance(searcher, SlotLimiter) else max_concurrent or slots.count,
-            time_budget_s=args.time_budget_s,
+            # --time-budget-s is tuning.resume.StopRequests's: Ray's stopper would close the search for good.
+            time_budget_s=None,
             # Reusing a trial's worker process skips the actor start and the torch/calflops imports.
             reuse_actors=True,
             trial_dirname_creator=lambda trial: trial.trial_id,
@@ -455,8 +476,61 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     )
 
 
+def make_progress(space: SearchSpace, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The callback that follows the search, and the live trial table with its summary line (None with --quiet)."""
+    from tuning.progress import ProgressTable, SearchProgress
+
+    metric = space.objective.metric
+    summary = SearchProgress(metric, space.objective.mode, space.budget.max_iters, args.time_budget_s)
+    if args.quiet:
+        return summary, None
+    return summary, ProgressTable(
+        summary,
+        parameter_columns=[p.name for p in space.params][:6],
+        metric_columns={"iteration": "iter", metric: metric, "val_acc_last": "acc_last", "train_time_s": "train_s"},
+        max_report_frequency=30,
+    )
+
+
+def restore_tuner(plan: Plan, slots: Slots, args: argparse.Namespace, runnable: Any) -> Any:
+    """Ray's ``Tuner.restore`` after repairing the saved state, with this session's settings applied
+    (:data:`tuning.resume.APPLIED_ON_RESUME`; the time budget is :class:`tuning.resume.StopRequests`'s)."""
+    from ray import tune
+
+    from tuning.progress import SearchProgress
+    from tuning.ray_state import repair_checkpoint_references, repair_trial_count, set_search_plan
+    from tuning.resume import restored_configs
+
+    storage_path, filesystem = ray_storage(plan.storage)
+    experiment = f"{storage_path}/{plan.name}"
+    for repair in repair_checkpoint_references(experiment, filesystem):
+        print(repair.describe(), file=sys.stderr)
+    if (count := repair_trial_count(experiment, filesystem)) is not None:
+        print(count, file=sys.stderr)
+    grid = plan.space.is_grid
+    changes = set_search_plan(experiment, filesystem, num_samples=None if grid else plan.num_samples,
+                              max_concurrent=args.max_concurrent)
+    if changes:
+        print(f"resume: {'; '.join(changes)}", file=sys.stderr)
+    tuner = tune.Tuner.restore(experiment, trainable=runnable, storage_filesystem=filesystem,
+                               resume_unfinished=True, resume_errored=True)
+    tune_config, run_config = restored_configs(tuner)
+    tune_config.time_budget_s = None  # an experiment begun before StopRequests may carry Ray's
+    if grid and args.max_concurrent is not None:
+        tune_config.max_concurrent_trials = args.max_concurrent
+    summary, run_config.progress_reporter = make_progress(plan.space, args)
+    # this session's summary line (its budget, its start), in place of the one pickled with the first session
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)] + [summary]
+    run_config.verbose = 0 if args.quiet else 1
+    run_config.failure_config = tune.FailureConfig(max_failures=args.max_failures)
+    return tuner
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    plan = make_plan(args)  # every user mistake that needs no cluster stops here, before Ray starts
+    plan = make_plan(args, argv)  # every user mistake that needs no cluster stops here, before Ray starts
+    args = plan.args  # on --resume: the experiment's own for what a trial is
+    if plan.resume:
+        print(f"resuming {plan.name} (space {plan.space.name}, started {plan.started_at})", file=sys.stderr)
     advice = rung_advice(plan.space.budget, plan.space.scheduler)
     if advice:
         print(f"warning: {advice}", file=sys.stderr)
@@ -472,17 +546,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     check_storage_reachable(plan.storage)
     tuner = build_tuner(plan, slots, args)
     experiment = storage.join(plan.storage, plan.name)
+    settings = {k: getattr(args, k) for k in APPLIED_ON_RESUME}
     # a resumed search keeps the tuner it pickled, its concurrency included: the first run's flag stands
-    meta = write_meta(experiment, plan, slots, argv, finished_at=None,
+    meta = write_meta(experiment, plan, slots, argv, session={"started_at": _now(), **settings}, finished_at=None,
                       **({} if args.resume else {"deterministic": args.deterministic}))
     from tuning.progress import hide_misleading_ray_warnings
 
     hide_misleading_ray_warnings()
     started = time.time()
-    results = tuner.fit()
+    with StopRequests(args.time_budget_s) as stop:
+        results = tuner.fit()
     wall = time.time() - started
-    write_meta(experiment, plan, slots, [], finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               wall_time_s=meta.get("wall_time_s", 0.0) + wall)
+    if stop.reason is not None:
+        keep_what_was_trained(plan)
+    interrupted = stop.reason in EXIT_CODES
+    write_meta(experiment, plan, slots, [], session={"ended_at": _now(), "stopped_by": stop.reason},
+               finished_at=None if interrupted else _now(), wall_time_s=meta.get("wall_time_s", 0.0) + wall)
     from tuning import report
 
     # A bucket's experiment is read from a temporary download; its report goes to a local folder.
@@ -499,11 +578,31 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             storage.write_json(storage.join(experiment, EVALUATION_DIR, FULL_VALIDATION), evaluation)
         tables = report.write_report(experiment_dir, report_dir)
     print(report.summary(tables, report_dir))
+    unfinished = int((tables.trials["status"] == "unfinished").sum())
+    if stop.reason is not None or unfinished:
+        why = f"stopped by {stop.reason}" if stop.reason else f"{unfinished} trial(s) unfinished"
+        print(f"{why}; continue with: {resume_command(plan.name, plan.storage)}", file=sys.stderr)
+    if interrupted:
+        return stop.exit_code
     errors = sum(1 for r in results if r.error is not None)
     if len(results) and errors == len(results):
         print(f"every trial failed ({errors}); see {report_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def keep_what_was_trained(plan: Plan) -> None:
+    """After a stop: give each unfinished trial its newest whole checkpoint and the rows it holds, which Ray's
+    interrupt leaves unrecorded when their result was still in flight (:mod:`tuning.ray_state`)."""
+    from tuning.ray_state import repair_checkpoint_references
+
+    storage_path, filesystem = ray_storage(plan.storage)
+    for repair in repair_checkpoint_references(f"{storage_path}/{plan.name}", filesystem):
+        print(repair.describe().replace("resume: ", "kept: ", 1), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
