@@ -125,7 +125,8 @@ def test_fetch_warning_of_never_started_trials_is_hidden_and_others_stay(caplog:
 
 def test_real_short_search_prints_progress_and_warns_without_ray_noise(tmp_path: Path) -> None:
     """A real search in its own process and Ray, on one logical CPU: the first trial runs throughout the 40 s budget
-    (4096 iterations), so the second never starts and Ray would warn that it cannot fetch its metrics."""
+    (4096 iterations), so the second never starts and Ray would warn that it cannot fetch its metrics. The budget
+    ends the search the way Ctrl-C does (tuning.resume), so --resume can continue both."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_OVERRIDE_RESOURCES='{"CPU": 1}')
     proc = subprocess.run([sys.executable, "-m", "tuning.search", "--space", "smoke", "--gpus-per-trial", "0",
                            "--storage-path", str(tmp_path / "runs"), "--name", "short", "--max-iters", "4096",
@@ -137,6 +138,7 @@ def test_real_short_search_prints_progress_and_warns_without_ray_noise(tmp_path:
     lines = proc.stdout.splitlines()
     progress = [line for line in lines if line.startswith("progress: best val_loss")]
     assert progress and "left of 40 s" in progress[-1], out[-3000:]
-    assert "0 completed" in progress[-1] and "1 never reported" in progress[-1]
+    # the budget stops the search with both trials resumable: the first still running, the second never started
+    assert "1 running" in progress[-1] and "0 completed" in progress[-1] and "1 pending" in progress[-1]
     warnings = [line for line in proc.stderr.splitlines() if "no trial will finish" in line]
     assert len(warnings) == 1 and "full-budget trial (4096 iterations)" in warnings[0], proc.stderr[-3000:]
