@@ -8,6 +8,7 @@ Markdown by a function of those tables (:func:`render_markdown`), so both are te
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -205,13 +206,44 @@ def validation_text(trials: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------- Markdown
 
 
+# Characters a Markdown renderer would read as syntax, not text: HTML's (as entities, which render as the
+# character) and the inline syntax of links, emphasis, code and strikethrough (backslash-escaped, CommonMark §2.4).
+_HTML_ENTITIES = {"<": "&lt;", ">": "&gt;"}
+# An ampersand reads as a character reference only before a name or a '#' ("&lt;"); " & " stays as typed.
+_ENTITY_START = re.compile(r"&(?=[#A-Za-z0-9])")
+_MD_PUNCTUATION = "\\`*[]~|"
+# An underscore opens or closes emphasis only beside a space or punctuation (CommonMark §6.2): ``val_loss`` stays.
+_EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+
+
 def md_escape(value: Any) -> str:
-    """A table cell that renders on GitHub: pipes escaped, newlines as <br>, nothing else touched."""
+    """Any text as Markdown that renders as that text, in a paragraph or a table cell: HTML and inline syntax
+    escaped, newlines as <br>.
+
+    Descriptions, commands, trial ids and errors come from users and their programs; unescaped, a ``<script>``
+    or a ``javascript:`` link in them would reach whoever opens the report.
+    """
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
     if value is pd.NA:
         text = ""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+    text = _ENTITY_START.sub("&amp;", text)
+    text = "".join(_HTML_ENTITIES.get(c) or (f"\\{c}" if c in _MD_PUNCTUATION else c) for c in text)
+    text = _EDGE_UNDERSCORE.sub(r"\\_", text)
+    return text.replace("\n", "<br>")
+
+
+def code_span(value: Any) -> str:
+    """Text as an inline code span that nothing inside can close, also inside a table cell.
+
+    The fence is one backtick longer than the longest run of backticks in the text (CommonMark §6.1); pipes
+    are escaped because GFM splits table cells before it reads code spans; a newline becomes a space.
+    """
+    text = str(value).replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def fmt(value: Any, kind: str = "") -> str:
@@ -348,13 +380,13 @@ def _header(t: Tables) -> list[str]:
         compute += (f"; {cut['paused']} paused and {cut['unfinished']} unfinished trial(s) were cut off by the end "
                     "of the search, not by the scheduler, and are not counted in that saving")
     hw, versions = meta.get("hardware", {}), meta.get("versions", {})
-    out = [f"# Search report: `{md_escape(meta.get('space', '?'))}`", ""]
+    out = [f"# Search report: {code_span(meta.get('space', '?'))}", ""]
     if meta.get("description"):
         out += [md_escape(meta["description"]), ""]
     commands = meta.get("commands", [])
     out += ["| | |", "|---|---|"]
     header = [
-        ("command(s)", "<br>".join(f"`{md_escape(c)}`" for c in commands)),
+        ("command(s)", "<br>".join(code_span(c) for c in commands)),
         ("corpus", meta.get("corpus")),
         ("validated on", validation_text(trials)),
         ("objective(s)", ", ".join(f"{k} ({v})" for k, v in searched_objectives(meta).items())),
@@ -386,7 +418,7 @@ def _status(trials: pd.DataFrame) -> list[str]:
         out += [f"**{counts['unfinished']} trial(s) unfinished**, **{counts['paused']} paused**: the experiment was "
                 "interrupted or ran out of time; `python -m tuning.search --resume` continues it.", ""]
     for _, row in trials[trials["status"] == "errored"].iterrows():
-        out.append(f"- `{row['trial_id']}` errored: {md_escape(row['error'])}")
+        out.append(f"- {code_span(row['trial_id'])} errored: {md_escape(row['error'])}")
     return out
 
 
@@ -494,7 +526,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     if "feasible" in trials and (trials["feasible"] == False).any():  # noqa: E712 (nullable boolean)
         bad = trials[trials["feasible"] == False]  # noqa: E712
         out += [f"{len(bad)} trial(s) broke a constraint and are kept off every front: "
-                + ", ".join(f"`{i}`" for i in bad["trial_id"]), ""]
+                + ", ".join(code_span(i) for i in bad["trial_id"]), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{md_escape(k)}]({v})" for k, v in plots.items()] + [""]
     out += ["## Cell × sequence length", "", cell_grid(trials, max_iters), ""]
