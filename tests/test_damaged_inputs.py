@@ -12,12 +12,21 @@ from typing import Any
 
 import pytest
 import torch
+from test_cli_errors import DATA_DIR, run_error
+from test_report import make_experiment
 
-from tests.test_cli_errors import run_error
 from tuning.checkpoint import save_checkpoint
 from tuning.config import TrainConfig
 from tuning.data import load_corpus
-from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+from tuning.files import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_WEIGHTS,
+    EXPERIMENT_META,
+    PROMOTION_STATE,
+    REPORT_MD,
+    RESULT_FILE,
+    SCHEDULER_DIR,
+)
 from tuning.model import CharLM, ModelConfig
 
 
@@ -81,3 +90,69 @@ def test_a_damaged_checkpoint_is_one_line(checkpoint: Path, tmp_path: Path, dama
 def test_a_window_that_is_not_positive_is_refused(checkpoint: Path, tmp_path: Path, seq_len: str) -> None:
     line = run_error(tmp_path, checkpoint, f"--seq-len={seq_len}", module="tuning.evaluate")
     assert f"--seq-len={seq_len} is invalid: a positive integer" in line
+
+
+# --- experiment folders: python -m tuning.report -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"space": "t", "budg', "tuning_experiment.json: damaged: not readable JSON"),
+    ("[1, 2]", "tuning_experiment.json: damaged: a JSON object is needed, not list"),
+    ('{"space": "t", "budget": "big"}', "tuning_experiment.json: damaged: budget must be an object of integers"),
+    ('{"space": "t", "commands": "x"}', "tuning_experiment.json: damaged: commands must be a JSON array"),
+])
+def test_a_damaged_experiment_record_is_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    exp = make_experiment(tmp_path)
+    (exp / EXPERIMENT_META).write_text(text)
+    assert expected in run_error(tmp_path, exp, module="tuning.report")
+
+
+def test_out_pointing_at_a_file_is_one_line(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    (tmp_path / "taken").write_text("mine")
+    line = run_error(tmp_path, exp, "--out", tmp_path / "taken", module="tuning.report")
+    assert "taken: a file, not a directory" in line
+    line = run_error(tmp_path, exp, "--out", tmp_path / "taken" / "sub", module="tuning.report")
+    assert "taken/sub: cannot be made" in line
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def report_of(exp: Path) -> tuple[str, str]:
+    """Run python -m tuning.report on exp; its report.md and its terminal summary."""
+    proc = subprocess.run([sys.executable, "-m", "tuning.report", str(exp)], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "TUNING_DATA_DIR": DATA_DIR})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return (exp / "report" / REPORT_MD).read_text(encoding="utf-8"), proc.stdout
+
+
+def test_a_trial_with_a_broken_params_file_is_named_and_the_others_reported(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    (exp / "bbb_00000" / "params.json").write_text('{"cell": "gr')
+    (exp / "ccc_00000" / "params.json").write_text("[1]")
+    md, printed = report_of(exp)
+    assert "- bbb_00000/params.json: not readable JSON (JSONDecodeError); trial bbb left out" in md
+    assert "ccc_00000/params.json: a JSON list, not an object; trial ccc left out" in md
+    assert "`aaa`" in md or "| aaa |" in md
+    assert "| bbb |" not in md and "damaged: bbb_00000/params.json" in printed
+
+
+def test_non_numeric_result_values_are_blanks_and_bad_rows_named(tmp_path: Path) -> None:
+    exp = make_experiment(tmp_path)
+    rows = [json.loads(line) for line in (exp / "aaa_00000" / RESULT_FILE).read_text().splitlines()]
+    rows[1].update(val_loss="low", chars_trained=[1, 2], train_time_s={"s": 1}, val_acc_last=None)
+    rows[2]["iteration"] = "three"
+    rows[3].update(params="many", trial_status=7, timestamp="now", sample=["x"])
+    (exp / "aaa_00000" / RESULT_FILE).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    md, _ = report_of(exp)
+    assert "aaa_00000/result.json: 1 row(s) without an integer iteration left out" in md
+    assert "| aaa |" in md  # its whole rows are still reported
+
+
+@pytest.mark.parametrize("text", ['{"rungs": {"2": ["bb', "[1]", '{"rungs": 5}', '{"rungs": {"x": ["a"]}}'])
+def test_a_broken_scheduler_record_is_named_and_the_report_written(tmp_path: Path, text: str) -> None:
+    exp = make_experiment(tmp_path, scheduler="asha_promotion")
+    (exp / SCHEDULER_DIR).mkdir()
+    (exp / SCHEDULER_DIR / PROMOTION_STATE).write_text(text)
+    md, _ = report_of(exp)
+    assert f"- {SCHEDULER_DIR}/{PROMOTION_STATE}: " in md
+    assert "statuses read without it" in md and "| 1 | 1 | 0 | 0 | 1 | 1 | 0 |" in md

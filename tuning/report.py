@@ -409,6 +409,14 @@ def _header(t: Tables) -> list[str]:
     return out + [f"| {md_escape(k)} | {md_escape(v) if k != 'command(s)' else v} |" for k, v in header]
 
 
+def _damaged(meta: dict[str, Any]) -> list[str]:
+    """The experiment's damaged files (:func:`tuning.results.load_experiment`), so a reader knows what is missing."""
+    if not meta.get("damaged"):
+        return []
+    return ["", "## Damaged files", "", "This report leaves out what these files held:", ""] + [
+        f"- {md_escape(problem)}" for problem in meta["damaged"]]
+
+
 def _status(trials: pd.DataFrame) -> list[str]:
     counts = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     out = ["", "## Trial status", "", "| " + " | ".join(STATUSES) + " |", "|" + "---|" * len(STATUSES),
@@ -515,7 +523,7 @@ def _searched(t: Tables) -> list[str]:
 def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     meta, trials = t.meta, t.trials
     max_iters = int(meta.get("budget", {}).get("max_iters", 0))
-    out = _header(t) + _status(trials)
+    out = _header(t) + _damaged(meta) + _status(trials)
     best = annotate(best_per_cell(trials, meta), max_iters)
     metric = next(iter(searched_objectives(meta)))
     out += ["", "## Best trial per cell type", "",
@@ -635,7 +643,11 @@ def write_report(experiment_dir: Path, out: Path) -> Tables:
     meta, trials, history = load_experiment(Path(experiment_dir))
     tables = build_tables(meta, trials, history)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"report folder {out}: cannot be made ({exc.strerror or type(exc).__name__}); "
+                        "--out takes a directory, made if missing") from None
     write_tables(tables, out)
     plots = {}
     if trials[ACCURACY].notna().any():
@@ -659,6 +671,7 @@ def summary(t: Tables, report_dir: Path) -> str:
         lines.append(f"  {row['cell']:<5} val_loss {fmt(row['val_loss'])}  acc(last) {fmt(row[ACCURACY], 'pct')}  "
                      f"seq {row['seq_len']}  H {row['hidden_size']}  L {row['num_layers']}  "
                      f"[{budget_label(row['iteration'], max_iters)} {row['status']}] {row['trial_id']}")
+    lines += [f"damaged: {problem}" for problem in t.meta.get("damaged", [])]
     lines.append(f"report: {Path(report_dir) / REPORT_MD}")
     return "\n".join(lines)
 
@@ -672,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         experiment = Path(args.experiment_dir)
         out = Path(args.out) if args.out else experiment / "report"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: a file, not a directory; give a directory (made if missing)")
         tables = write_report(experiment, out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
