@@ -404,6 +404,14 @@ def test_a_long_value_is_quoted_cut_short(tmp_path: Path) -> None:
     assert len(str(info.value)) < 300
 
 
+def test_a_long_fixed_value_is_quoted_cut_short_by_the_trainers_check_too() -> None:
+    from tuning.config import TrainConfig
+
+    with pytest.raises(UserError) as info:
+        TrainConfig.from_dict({"cell": "x" * 10_000})
+    assert len(str(info.value)) < 200 and "…" in str(info.value)
+
+
 @pytest.mark.parametrize(("value", "shown"), [
     ("lr", "'lr'"), ([1, 2], "[1, 2]"), ({"a": 1}, "{'a': 1}"), ((1,), "(1,)"), (1.5, "1.5"), (None, "None"),
 ])

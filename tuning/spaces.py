@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from tuning.config import TrainConfig
-from tuning.errors import UserError
+from tuning.errors import QUOTE_CHARS, UserError, quote
 
 # Metrics every trial reports (tuning.train); an objective must be one of them.
 REPORTED_METRICS = (
@@ -234,42 +234,6 @@ def find_space(name_or_path: str) -> Path:
             f"unknown search space {quote(name_or_path)}: give a YAML file or one of: {', '.join(builtin_names())}"
         )
     return candidate
-
-
-QUOTE_CHARS = 80  # how much of a user's value an error message quotes
-
-
-def _brief(value: Any, room: int) -> str:
-    """``repr(value)``, but building no more than about ``room`` characters of it, however large the value."""
-    if isinstance(value, str):
-        return repr(value[:room + 1])
-    if isinstance(value, (list, tuple, dict)):
-        brackets = "{}" if isinstance(value, dict) else "()" if isinstance(value, tuple) else "[]"
-        parts: list[str] = []
-        used = 1
-        for item in (value.items() if isinstance(value, dict) else value):
-            if used > room:
-                parts.append("…")
-                break
-            if isinstance(value, dict):
-                key = _brief(item[0], room - used)
-                piece = f"{key}: {_brief(item[1], room - used - len(key) - 2)}"
-            else:
-                piece = _brief(item, room - used)
-            parts.append(piece)
-            used += len(piece) + 2
-        tail = "," if isinstance(value, tuple) and len(value) == 1 else ""
-        return brackets[0] + ", ".join(parts) + tail + brackets[1]
-    return repr(value)[:room + 1]
-
-
-def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
-    """A user's value as an error message shows it: its repr, cut to ``limit`` characters with '…'.
-
-    Messages are one line for a terminal, and a small YAML file can hold a value too large to print.
-    """
-    text = _brief(value, limit)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _is_number(value: Any) -> bool:
