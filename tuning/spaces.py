@@ -462,7 +462,7 @@ class YAMLTooLarge(yaml.YAMLError):
 class _StrictLoader(yaml.SafeLoader):
     """The safe loader, refusing duplicate keys (PyYAML silently keeps the last one) and documents too large.
 
-    A search space is a page of YAML, but aliases let a kilobyte expand to gigabytes ("billion laughs") and
+    A search space is a page of YAML, but aliases let a small file expand past memory ("billion laughs") and
     nesting recurse past Python's stack, so the composer counts alias uses and the size and depth each node
     has once its aliases are expanded, and refuses beyond the bounds below.
     """
