@@ -85,6 +85,24 @@ def test_malformed_yaml_file(tmp_path: Path) -> None:
     assert "bad.yaml" in line and "malformed YAML" in line
 
 
+BILLION_LAUGHS = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10)) + "params: {cell: *a9}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (BILLION_LAUGHS, "refused: more than 10,000 values once aliases (*name) are expanded"),
+    ("params: " + "[" * 5000 + "]" * 5000 + "\n", "refused: nested deeper than 50 levels"),
+    ("params: {[1, 2]: x}\n", "malformed YAML at line 1, column 10: a key that is a list"),
+    ("params: {1: a, cell: rnn}\n", "params key=1 is invalid: a name; allowed: cell"),
+    ("params: {cell: " + "x" * 100_000 + "}\n", "params.cell='xxxx"),
+])
+def test_hostile_yaml_is_one_short_line(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "hostile.yaml").write_text(text, encoding="utf-8")
+    line = run_error(tmp_path, "--space", "hostile.yaml")
+    assert "hostile.yaml" in line and expected in line
+    assert len(line) < 300
+
+
 def test_space_file_with_an_invalid_bound(tmp_path: Path) -> None:
     space = tmp_path / "bounds.yaml"
     space.write_text(SPACE_ON_FILE.format(corpus="nextchar").replace("low: 10, high: 30", "low: 40, high: 30"),

@@ -41,6 +41,7 @@ from tuning.report import (
     Tables,
     budget_label,
     build_tables,
+    code_span,
     early_stopping_saving,
     front_name,
     md_escape,
@@ -476,10 +477,69 @@ def test_commands_with_a_pipe_are_escaped_in_the_header_table() -> None:
         (NAN, ""),
         (pd.NA, ""),
         (0.5, "0.5"),
+        ("<b>&amp;", "&lt;b&gt;&amp;amp;"),
+        ("a & b", "a & b"),
+        ("[x](javascript:y)", "\\[x\\](javascript:y)"),
+        ("*a* _b_ val_loss ~~c~~ `d`", "\\*a\\* \\_b\\_ val_loss \\~\\~c\\~\\~ \\`d\\`"),
     ],
 )
 def test_md_escape(value: Any, want: str) -> None:
     assert md_escape(value) == want
+
+
+PAYLOADS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</table>", "[click](javascript:alert(1))",
+            "<javascript:alert(1)>", "**bold** _em_ ~~gone~~", "a`<img src=x onerror=alert(2)>`b", "``` x ```"]
+
+
+def outside_code_spans(md: str) -> str:
+    """The text outside inline code spans, by CommonMark's rule (§6.1): a run of n backticks opens a span that
+    the next run of exactly n backticks closes; an unclosed run is literal text."""
+    out, i = [], 0
+    while i < len(md):
+        if md[i] == "`" and (i == 0 or md[i - 1] != "\\"):
+            run = re.match("`+", md[i:]).group()  # type: ignore[union-attr]
+            close = re.search(rf"(?<!`){run}(?!`)", md[i + len(run):])
+            if close:
+                i += len(run) + close.end()
+                continue
+            out.append(run)
+            i += len(run)
+            continue
+        out.append(md[i])
+        i += 1
+    return "".join(out)
+
+
+def assert_renders_as_text(md: str) -> None:
+    """No HTML element but <br>, and no link, strikethrough or code syntax left unescaped, outside code spans."""
+    text = outside_code_spans(re.sub(r"(?m)^```text$.*?^```$", "", md, flags=re.S))
+    assert "<" not in text.replace("<br>", ""), [line for line in text.splitlines() if "<" in line.replace("<br>", "")]
+    for lowered in ("<script", "<img", "</table>"):
+        assert lowered not in text.lower()
+    assert not re.search(r"(?<!\\)\]\(javascript:", text)
+    unescaped = re.findall(r"(?<!\\)[\[\]`~]", text)  # (the report's own **bold** is left to the caller)
+    assert not unescaped, unescaped
+
+
+def test_user_strings_render_as_text_in_the_report() -> None:
+    records = example_records()
+    records[8]["error"] = " ".join(PAYLOADS)
+    meta = {**META, "space": "t`<script>x</script>", "description": " ".join(PAYLOADS),
+            "corpus": "</table><script>", "commands": [f"python -m tuning.search --name {p!r}" for p in PAYLOADS]}
+    md = render_markdown(example_tables(records, meta))
+    assert_renders_as_text(md)
+    assert bad_rows(md) == []
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "\\[click\\](javascript:alert(1))" in md
+    assert "\\*\\*bold\\*\\* \\_em\\_ \\~\\~gone\\~\\~" in md
+    assert all(code_span(c) in md for c in meta["commands"])  # a backtick stays inside its command's span
+
+
+@pytest.mark.parametrize(("text", "span"), [
+    ("plain", "`plain`"), ("a`b", "``a`b``"), ("``x", "``` ``x ```"), ("x`", "`` x` ``"), ("a|b", "`a\\|b`"),
+    ("a\nb", "`a b`"),
+])
+def test_code_span_cannot_be_closed_from_inside(text: str, span: str) -> None:
+    assert code_span(text) == span
 
 
 def test_grid_bins_many_sequence_lengths() -> None:

@@ -21,6 +21,7 @@ from tuning.spaces import (
     grid_param_space,
     load_space,
     optuna_distributions,
+    quote,
     rung_advice,
 )
 
@@ -367,6 +368,91 @@ def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
     path.write_text("params:\n  lr: {type: float, low: 0.001, high: 0.01}\n  lr: 0.1\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"dup.yaml: malformed YAML at line 3.*duplicate key 'lr'"):
         load_space(str(path))
+
+
+def alias_bomb(depth: int) -> str:
+    """A "billion laughs" document: each level a list of nine aliases to the level below (9**depth strings)."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, depth + 1)]
+    return "\n".join(lines) + f"\nparams: {{cell: *a{depth}}}\n"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (alias_bomb(9), "more than 10,000 values once aliases"),
+    ("params:\n" + "".join(f"  c{i}: &c{i} rnn\n" for i in range(101))
+     + "  x: [" + ", ".join(f"*c{i}" for i in range(101)) + "]\n", "more than 100 alias uses"),
+    ("params: {cell: " + "[" * 60 + "]" * 60 + "}\n", "nested deeper than 50 levels"),
+    ("params: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 50 levels"),
+    ("a: &a [[[[[[[[[[x]]]]]]]]]]\nb: &b [[[[[[[[[[*a]]]]]]]]]]\nc: &c [[[[[[[[[[*b]]]]]]]]]]\n"
+     "d: &d [[[[[[[[[[*c]]]]]]]]]]\ne: &e [[[[[[[[[[*d]]]]]]]]]]\nf: [[[[[[[[[[*e]]]]]]]]]]\n",
+     "nested deeper than 50 levels once aliases"),
+    ("a: &a [1, *a]\n", "an alias (*name) inside the node it refers to"),
+])
+def test_yaml_past_the_bounds_is_refused_fast_in_one_short_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write_space(tmp_path, text, "big.yaml")
+    with pytest.raises(UserError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused: ") and expected in message
+    assert "\n" not in message and len(message) < 200 + len(str(path))
+
+
+def test_a_long_value_is_quoted_cut_short(tmp_path: Path) -> None:
+    path = write_space(tmp_path, changed(lambda d: d["params"].update(cell=["x" * 1000] * 50)))
+    with pytest.raises(UserError, match=r"params\.cell=\['xxx.*…") as info:
+        load_space(str(path))
+    assert len(str(info.value)) < 300
+
+
+def test_a_long_fixed_value_is_quoted_cut_short_by_the_trainers_check_too() -> None:
+    from tuning.config import TrainConfig
+
+    with pytest.raises(UserError) as info:
+        TrainConfig.from_dict({"cell": "x" * 10_000})
+    assert len(str(info.value)) < 200 and "…" in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("lr", "'lr'"), ([1, 2], "[1, 2]"), ({"a": 1}, "{'a': 1}"), ((1,), "(1,)"), (1.5, "1.5"), (None, "None"),
+])
+def test_quote_is_repr_when_short(value: Any, shown: str) -> None:
+    assert quote(value) == shown == repr(value)
+
+
+def test_quote_cuts_any_value_to_the_limit() -> None:
+    nested: Any = "x" * 1000
+    for _ in range(30):
+        nested = [nested, nested, {"k" * 100: nested}]
+    for value in ("y" * 10**6, list(range(10**5)), nested):
+        text = quote(value)
+        assert len(text) == 80 and text.endswith("…")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("params: {[1, 2]: x}\n", "malformed YAML at line 1, column 10: a key that is a list"),
+    ("params: {{a: 1}: x}\n", "a key that is a dict"),
+    ("params: {1: a, cell: rnn}\n", "params key=1 is invalid: a name; allowed: cell, "),
+    ("{1: a, b: c}\n", "key=1 is invalid: a name; allowed: description, "),
+    ("params:\n  cell: {type: categorical, choices: [rnn], 3: x}\n", "params.cell key=3 is invalid: a name"),
+])
+def test_keys_that_are_not_names_are_one_line_errors(tmp_path: Path, text: str, expected: str) -> None:
+    path = write_space(tmp_path, text, "keys.yaml")
+    with pytest.raises(UserError, match="keys.yaml: ") as info:
+        load_space(str(path))
+    assert expected in str(info.value)
+
+
+def test_merge_keys_give_defaults_that_the_mapping_overrides(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace(
+        "  seq_len:\n", "  seq_len: &ints\n").replace(
+        "  hidden_size:\n    type: int\n", "  hidden_size:\n    <<: *ints\n")
+    assert "<<: *ints" in text
+    space = load_space(str(write_space(tmp_path, text)))
+    hidden = next(p for p in space.params if p.name == "hidden_size")
+    assert (hidden.type, hidden.low, hidden.high, hidden.log) == ("int", 16, 64, True)
+    merged = "params:\n  seq_len: &s {type: int, low: 10, high: 30}\n  embed_dim: {<<: *s, low: 8, low: 9}\n"
+    with pytest.raises(UserError, match="duplicate key 'low'"):
+        load_space(str(write_space(tmp_path, merged, "dup.yaml")))
 
 
 def test_exponent_without_a_point_gets_a_hint(tmp_path: Path) -> None:

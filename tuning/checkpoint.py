@@ -9,7 +9,8 @@ reported at every iteration up to it (so that a resume can restore learning-curv
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,21 +65,72 @@ def save_checkpoint(
     return directory
 
 
+def _damaged(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: damaged checkpoint: {what}")
+
+
+def _read_meta(config_file: Path) -> dict[str, Any]:
+    """``config.json``, checked for what :func:`load_checkpoint` reads from it."""
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(config_file, f"not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(config_file, "not a JSON object")
+    for key, kind in (("model_args", dict), ("vocab", str), ("train_config", dict), ("iteration", int)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise _damaged(config_file, f"{key} missing or not a {kind.__name__}")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(meta["model_args"]) - known)
+    if unknown:
+        raise _damaged(config_file, f"unknown model_args key {unknown[0]!r:.60} (known: {', '.join(sorted(known))})")
+    return meta
+
+
+def _check_weights(weights_file: Path, model: CharLM, saved: Any) -> None:
+    """The saved tensors must be the ones the model's arguments build, name for name and shape for shape."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise _damaged(weights_file, "no model state_dict in it")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved["model"].items()}
+    for name in sorted(set(want) | set(have)):
+        if want.get(name) != have.get(name):
+            raise _damaged(weights_file, f"weights do not match model_args: {name[:60]} is {have.get(name)} in the "
+                                         f"file, {want.get(name)} for the model that config.json describes")
+
+
 def load_checkpoint(directory: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model (and read the optimizer's state) from a checkpoint directory."""
+    """Rebuild the model (and read the optimizer's state) from a checkpoint directory.
+
+    A damaged checkpoint (cut short, garbage, weights that do not fit its arguments) is a :class:`UserError`
+    naming the file: the user's to replace, and one line among many when a search's checkpoints are read.
+    """
     directory = Path(directory)
     config_file, weights_file = directory / CHECKPOINT_CONFIG, directory / CHECKPOINT_WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
         raise UserError(f"{directory}: not a checkpoint (needs {CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS})")
-    meta = json.loads(config_file.read_text(encoding="utf-8"))
-    state = torch.load(weights_file, map_location=map_location, weights_only=True)
-    model = CharLM(ModelConfig(**meta["model_args"]))
+    meta = _read_meta(config_file)
+    try:
+        model = CharLM(ModelConfig(**meta["model_args"]))
+    except UserError as exc:
+        raise _damaged(config_file, f"model_args: {exc}") from None
+    try:
+        train_config = TrainConfig.from_dict(meta["train_config"])
+    except UserError as exc:
+        raise _damaged(config_file, f"train_config: {exc}") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols before it fails on garbage
+            warnings.simplefilter("ignore")
+            state = torch.load(weights_file, map_location=map_location, weights_only=True)
+    except Exception as exc:  # the weights-only unpickler raises all kinds (IndexError, KeyError, …) on garbage
+        raise _damaged(weights_file, f"not a readable torch file ({type(exc).__name__})") from None
+    _check_weights(weights_file, model, state)
     model.load_state_dict(state["model"])
     return Checkpoint(
         model=model,
         vocab=meta["vocab"],
-        train_config=TrainConfig.from_dict(meta["train_config"]),
-        iteration=int(meta["iteration"]),
+        train_config=train_config,
+        iteration=meta["iteration"],
         state=state,
         progress=meta.get("progress", {}),
         history=meta.get("history", []),

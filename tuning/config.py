@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from tuning.errors import UserError
+from tuning.errors import UserError, quote
 from tuning.model import CELLS, ModelConfig
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,7 +56,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, allowed: str) -> None:
-            raise UserError(f"{name}={getattr(self, name)!r} is invalid: {allowed}")
+            raise UserError(f"{name}={quote(getattr(self, name))} is invalid: {allowed}")
 
         for f in fields(self):
             value = getattr(self, f.name)

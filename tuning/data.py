@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tuning.errors import UserError
+from tuning.errors import UserError, quote
 from tuning.files import atomic_write
 
 DATA_DIR_ENV = "TUNING_DATA_DIR"
@@ -123,7 +123,7 @@ def resolve_corpus(name_or_path: str, *, download: bool = True) -> Path:
         if not path.is_file():
             allowed = ", ".join(sorted(KNOWN_CORPORA))
             raise UserError(
-                f"corpus {name_or_path!r}: no such file (give a path to a UTF-8 text file or one of: {allowed})"
+                f"corpus {quote(name_or_path)}: no such file (give a path to a UTF-8 text file or one of: {allowed})"
             )
         return path
     candidates = []
@@ -144,7 +144,7 @@ def resolve_corpus(name_or_path: str, *, download: bool = True) -> Path:
     else:
         reason = "it has no download source" if known.url is None else "downloading is off"
     raise UserError(
-        f"corpus {name_or_path!r} not found and {reason}; provide it one of three ways: pass the file's path, "
+        f"corpus {quote(name_or_path)} not found and {reason}; provide it one of three ways: pass the file's path, "
         f"set {DATA_DIR_ENV} to a directory holding {known.filename}, or place it at {cached}"
     )
 

@@ -23,13 +23,15 @@ def evaluate_checkpoint(directory: Path, seq_len: int | None = None, corpus: Cor
     ``corpus``: the checkpoint's corpus, already loaded (one load serves many checkpoints); by default it is
     loaded by the name the checkpoint was trained on.
     """
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"--seq-len={seq_len} is invalid: a positive integer (omit it for the trained length)")
     saved = load_checkpoint(directory)
     config = saved.train_config
     if corpus is None:
         corpus = load_corpus(config.corpus, config.normalize_whitespace)
     if corpus.vocab != saved.vocab:
         raise UserError(f"checkpoint {directory} was trained on another vocabulary than corpus {config.corpus}")
-    window = seq_len or config.seq_len
+    window = config.seq_len if seq_len is None else seq_len
     corpus.check_seq_len(window)
     x, y = validation_windows(corpus.val_ids, window)
     metrics = evaluate(saved.model, x, y)

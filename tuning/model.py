@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuning.errors import UserError
+from tuning.errors import UserError, quote
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 def _check(condition: bool, field: str, value: Any, allowed: str) -> None:
     if not condition:
-        raise UserError(f"{field}={value!r} is invalid: {allowed}")
+        raise UserError(f"{field}={quote(value)} is invalid: {allowed}")
 
 
 @dataclass(frozen=True)

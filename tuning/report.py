@@ -8,6 +8,7 @@ Markdown by a function of those tables (:func:`render_markdown`), so both are te
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -205,13 +206,44 @@ def validation_text(trials: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------- Markdown
 
 
+# Characters a Markdown renderer would read as syntax, not text: HTML's (as entities, which render as the
+# character) and the inline syntax of links, emphasis, code and strikethrough (backslash-escaped, CommonMark §2.4).
+_HTML_ENTITIES = {"<": "&lt;", ">": "&gt;"}
+# An ampersand reads as a character reference only before a name or a '#' ("&lt;"); " & " stays as typed.
+_ENTITY_START = re.compile(r"&(?=[#A-Za-z0-9])")
+_MD_PUNCTUATION = "\\`*[]~|"
+# An underscore opens or closes emphasis only beside a space or punctuation (CommonMark §6.2): ``val_loss`` stays.
+_EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+
+
 def md_escape(value: Any) -> str:
-    """A table cell that renders on GitHub: pipes escaped, newlines as <br>, nothing else touched."""
+    """Any text as Markdown that renders as that text, in a paragraph or a table cell: HTML and inline syntax
+    escaped, newlines as <br>.
+
+    Descriptions, commands, trial ids and errors come from users and their programs; unescaped, a ``<script>``
+    or a ``javascript:`` link in them would reach whoever opens the report.
+    """
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
     if value is pd.NA:
         text = ""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+    text = _ENTITY_START.sub("&amp;", text)
+    text = "".join(_HTML_ENTITIES.get(c) or (f"\\{c}" if c in _MD_PUNCTUATION else c) for c in text)
+    text = _EDGE_UNDERSCORE.sub(r"\\_", text)
+    return text.replace("\n", "<br>")
+
+
+def code_span(value: Any) -> str:
+    """Text as an inline code span that nothing inside can close, also inside a table cell.
+
+    The fence is one backtick longer than the longest run of backticks in the text (CommonMark §6.1); pipes
+    are escaped because GFM splits table cells before it reads code spans; a newline becomes a space.
+    """
+    text = str(value).replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def fmt(value: Any, kind: str = "") -> str:
@@ -348,13 +380,13 @@ def _header(t: Tables) -> list[str]:
         compute += (f"; {cut['paused']} paused and {cut['unfinished']} unfinished trial(s) were cut off by the end "
                     "of the search, not by the scheduler, and are not counted in that saving")
     hw, versions = meta.get("hardware", {}), meta.get("versions", {})
-    out = [f"# Search report: `{md_escape(meta.get('space', '?'))}`", ""]
+    out = [f"# Search report: {code_span(meta.get('space', '?'))}", ""]
     if meta.get("description"):
         out += [md_escape(meta["description"]), ""]
     commands = meta.get("commands", [])
     out += ["| | |", "|---|---|"]
     header = [
-        ("command(s)", "<br>".join(f"`{md_escape(c)}`" for c in commands)),
+        ("command(s)", "<br>".join(code_span(c) for c in commands)),
         ("corpus", meta.get("corpus")),
         ("validated on", validation_text(trials)),
         ("objective(s)", ", ".join(f"{k} ({v})" for k, v in searched_objectives(meta).items())),
@@ -377,6 +409,14 @@ def _header(t: Tables) -> list[str]:
     return out + [f"| {md_escape(k)} | {md_escape(v) if k != 'command(s)' else v} |" for k, v in header]
 
 
+def _damaged(meta: dict[str, Any]) -> list[str]:
+    """The experiment's damaged files (:func:`tuning.results.load_experiment`), so a reader knows what is missing."""
+    if not meta.get("damaged"):
+        return []
+    return ["", "## Damaged files", "", "This report leaves out what these files held:", ""] + [
+        f"- {md_escape(problem)}" for problem in meta["damaged"]]
+
+
 def _status(trials: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     counts = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     out = ["", "## Trial status", "", "| " + " | ".join(STATUSES) + " |", "|" + "---|" * len(STATUSES),
@@ -385,9 +425,9 @@ def _status(trials: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     if counts["unfinished"] or counts["paused"]:
         out += [f"**{counts['unfinished']} trial(s) unfinished**, **{counts['paused']} paused**: the experiment was "
                 "interrupted or ran out of time; "
-                f"`{meta.get('resume_command', 'python -m tuning.search --resume')}` continues it.", ""]
+                f"{code_span(meta.get('resume_command', 'python -m tuning.search --resume'))} continues it.", ""]
     for _, row in trials[trials["status"] == "errored"].iterrows():
-        out.append(f"- `{row['trial_id']}` errored: {md_escape(row['error'])}")
+        out.append(f"- {code_span(row['trial_id'])} errored: {md_escape(row['error'])}")
     return out
 
 
@@ -484,7 +524,7 @@ def _searched(t: Tables) -> list[str]:
 def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     meta, trials = t.meta, t.trials
     max_iters = int(meta.get("budget", {}).get("max_iters", 0))
-    out = _header(t) + _status(trials, meta)
+    out = _header(t) + _damaged(meta) + _status(trials, meta)
     best = annotate(best_per_cell(trials, meta), max_iters)
     metric = next(iter(searched_objectives(meta)))
     out += ["", "## Best trial per cell type", "",
@@ -495,7 +535,7 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
     if "feasible" in trials and (trials["feasible"] == False).any():  # noqa: E712 (nullable boolean)
         bad = trials[trials["feasible"] == False]  # noqa: E712
         out += [f"{len(bad)} trial(s) broke a constraint and are kept off every front: "
-                + ", ".join(f"`{i}`" for i in bad["trial_id"]), ""]
+                + ", ".join(code_span(i) for i in bad["trial_id"]), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{md_escape(k)}]({v})" for k, v in plots.items()] + [""]
     out += ["## Cell × sequence length", "", cell_grid(trials, max_iters), ""]
@@ -604,7 +644,11 @@ def write_report(experiment_dir: Path, out: Path) -> Tables:
     meta, trials, history = load_experiment(Path(experiment_dir))
     tables = build_tables(meta, trials, history)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"report folder {out}: cannot be made ({exc.strerror or type(exc).__name__}); "
+                        "--out takes a directory, made if missing") from None
     write_tables(tables, out)
     plots = {}
     if trials[ACCURACY].notna().any():
@@ -628,6 +672,7 @@ def summary(t: Tables, report_dir: Path) -> str:
         lines.append(f"  {row['cell']:<5} val_loss {fmt(row['val_loss'])}  acc(last) {fmt(row[ACCURACY], 'pct')}  "
                      f"seq {row['seq_len']}  H {row['hidden_size']}  L {row['num_layers']}  "
                      f"[{budget_label(row['iteration'], max_iters)} {row['status']}] {row['trial_id']}")
+    lines += [f"damaged: {problem}" for problem in t.meta.get("damaged", [])]
     lines.append(f"report: {Path(report_dir) / REPORT_MD}")
     return "\n".join(lines)
 
@@ -641,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         experiment = Path(args.experiment_dir)
         out = Path(args.out) if args.out else experiment / "report"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: a file, not a directory; give a directory (made if missing)")
         tables = write_report(experiment, out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

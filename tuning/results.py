@@ -53,13 +53,16 @@ def _read_state(experiment_dir: Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError):
         return {}
     out = {}
-    for entry in state.get("trial_data", []):
-        info, runtime = (json.loads(x) if isinstance(x, str) else x for x in entry[:2])
-        out[info["trial_id"]] = {
-            "ray_status": info.get("status"),
-            "logdir": info.get("relative_logdir"),
-            "error_file": (runtime or {}).get("error_filename"),
-        }
+    try:
+        for entry in state.get("trial_data", []):
+            info, runtime = (json.loads(x) if isinstance(x, str) else x for x in entry[:2])
+            out[str(info["trial_id"])] = {
+                "ray_status": info.get("status"),
+                "logdir": info.get("relative_logdir"),
+                "error_file": (runtime or {}).get("error_filename"),
+            }
+    except (AttributeError, KeyError, TypeError, ValueError):  # a damaged state file: the trial folders still tell
+        return {}
     return out
 
 
@@ -76,14 +79,20 @@ def parse_result_lines(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_rows(trial_dir: Path) -> list[dict[str, Any]]:
+def _read_rows(trial_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """A trial's rows by iteration, and how many rows were left out for want of an integer iteration."""
     result_file = trial_dir / RESULT_FILE
-    rows = parse_result_lines(result_file.read_text(encoding="utf-8")) if result_file.is_file() else []
+    text = result_file.read_text(encoding="utf-8", errors="replace") if result_file.is_file() else ""
     # A restored trial can report an iteration again; keep the last row of each iteration.
     by_iter: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        by_iter[int(row.get("iteration", row.get("training_iteration", 0)))] = row
-    return [by_iter[k] for k in sorted(by_iter)]
+    skipped = 0
+    for row in parse_result_lines(text):
+        iteration = row.get("iteration", row.get("training_iteration", 0))
+        if not isinstance(iteration, int) or isinstance(iteration, bool):
+            skipped += 1
+            continue
+        by_iter[iteration] = row
+    return [by_iter[k] for k in sorted(by_iter)], skipped
 
 
 def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[int]:
@@ -164,10 +173,33 @@ def read_full_validation(experiment_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def read_meta(experiment_dir: Path) -> dict[str, Any]:
+    """The experiment's record, checked for the shapes the report reads; damage is a :class:`UserError`."""
     meta_file = experiment_dir / EXPERIMENT_META
     if not experiment_dir.is_dir() or not meta_file.is_file():
         raise UserError(f"{experiment_dir} is not an experiment directory of ours (no {EXPERIMENT_META})")
-    return json.loads(meta_file.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{meta_file}: damaged: not readable JSON ({type(exc).__name__}); the search writes it "
+                        "at its start, so a rerun with --resume rewrites it") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_file}: damaged: a JSON object is needed, not {type(meta).__name__}")
+    budget = meta.get("budget", {})
+    if not isinstance(budget, dict) or not all(isinstance(v, int) for v in budget.values()):
+        raise UserError(f"{meta_file}: damaged: budget must be an object of integers")
+    for key, kind in (("constraints", dict), ("commands", list), ("hardware", dict), ("versions", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise UserError(f"{meta_file}: damaged: {key} must be a JSON {'object' if kind is dict else 'array'}")
+    return meta
+
+
+def _read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A JSON object file as (its content, None), or ({}, what is wrong with it)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {}, f"not readable JSON ({type(exc).__name__})"
+    return (value, None) if isinstance(value, dict) else ({}, f"a JSON {type(value).__name__}, not an object")
 
 
 def trial_dirs(experiment_dir: Path, state: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
@@ -194,15 +226,28 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         if meta.get("scheduler") in ASHA_SCHEDULERS else set()
     state = _read_state(experiment_dir)
     promotion_file = experiment_dir / SCHEDULER_DIR / PROMOTION_STATE
-    promotion = json.loads(promotion_file.read_text()) if promotion_file.is_file() else {}
-    held, waiting = held_at_rungs(promotion), waiting_at_rungs(promotion)
+    # Files a report can do without, when damaged, are named in meta["damaged"] and the rest reported.
+    damaged: list[str] = []
+    promotion, problem = _read_json_object(promotion_file) if promotion_file.is_file() else ({}, None)
+    try:
+        held, waiting = held_at_rungs(promotion), waiting_at_rungs(promotion)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        held, waiting, problem = {}, set(), "not the scheduler's record of rungs"
+    if problem:
+        damaged.append(f"{SCHEDULER_DIR}/{PROMOTION_STATE}: {problem}; statuses read without it")
     full_validation = read_full_validation(experiment_dir)
     ids = trial_dirs(experiment_dir, state)
     trials, history = [], []
     for trial_id in sorted(ids):
         trial_dir = ids[trial_id]
-        params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").is_file() else {}
-        rows = _read_rows(trial_dir)
+        params_file = trial_dir / "params.json"
+        params, problem = _read_json_object(params_file) if params_file.is_file() else ({}, None)
+        if problem:
+            damaged.append(f"{trial_dir.name}/params.json: {problem}; trial {trial_id} left out")
+            continue
+        rows, skipped = _read_rows(trial_dir)
+        if skipped:
+            damaged.append(f"{trial_dir.name}/{RESULT_FILE}: {skipped} row(s) without an integer iteration left out")
         info = state.get(trial_id, {})
         error = None
         error_file = trial_dir / "error.txt"
@@ -240,6 +285,8 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
         for r in rows:
             history.append({"trial_id": trial_id, **{m: r.get(m) for m in HISTORY_METRICS},
                             "timestamp": r.get("timestamp")})
+    if damaged:
+        meta = {**meta, "damaged": damaged}
     return meta, trials_frame(trials), history_frame(history)
 
 

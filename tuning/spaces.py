@@ -27,6 +27,7 @@ Every error is one line naming the file, the key, the value and what is allowed.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 import yaml
 
 from tuning.config import TrainConfig
-from tuning.errors import UserError
+from tuning.errors import QUOTE_CHARS, UserError, quote
 
 # Metrics every trial reports (tuning.train); an objective must be one of them.
 REPORTED_METRICS = (
@@ -230,7 +231,7 @@ def find_space(name_or_path: str) -> Path:
     candidate = builtin_dir() / f"{name_or_path}.yaml"
     if not candidate.is_file():
         raise UserError(
-            f"unknown search space {name_or_path!r}: give a YAML file or one of: {', '.join(builtin_names())}"
+            f"unknown search space {quote(name_or_path)}: give a YAML file or one of: {', '.join(builtin_names())}"
         )
     return candidate
 
@@ -254,14 +255,18 @@ class _Checker:
         self.source = source
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
-        raise UserError(f"{self.source}: {key}={value!r} is invalid: {allowed}")
+        raise UserError(f"{self.source}: {key}={quote(value)} is invalid: {allowed}")
 
     def mapping(self, key: str, value: Any, allowed_keys: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.fail(key, value, f"a mapping with keys {', '.join(allowed_keys)}")
+        odd = next((k for k in value if not isinstance(k, str)), None)
+        if odd is not None:
+            self.fail(f"{key} key" if key else "key", odd, f"a name; allowed: {', '.join(allowed_keys)}")
         unknown = sorted(set(value) - set(allowed_keys))
         if unknown:
-            self.fail(f"{key}.{unknown[0]}" if key else unknown[0], value[unknown[0]],
+            name = unknown[0] if len(unknown[0]) <= QUOTE_CHARS else quote(unknown[0])
+            self.fail(f"{key}.{name}" if key else name, value[unknown[0]],
                       f"unknown key; allowed: {', '.join(allowed_keys)}")
         return value
 
@@ -284,7 +289,7 @@ def _parse_param(check: _Checker, name: str, spec: dict[str, Any]) -> Param:
         list_key = "choices" if kind == "categorical" else "values"
         values = spec.get(list_key)
         if not isinstance(values, list) or not values:
-            raise UserError(f"{check.source}: {key}.{list_key}={values!r} is invalid: a non-empty list")
+            raise UserError(f"{check.source}: {key}.{list_key}={quote(values)} is invalid: a non-empty list")
         for v in values:
             if _is_number(v) and not math.isfinite(v):
                 check.fail(f"{key}.{list_key}", v, "finite values")
@@ -361,7 +366,7 @@ def parse_objectives_flag(text: str) -> tuple[Objective, ...]:
         metric, _, mode = part.strip().partition(":")
         out.append(parse_objective(check, "objective", {"metric": metric, "mode": mode or "min"}))
     if len({o.metric for o in out}) != len(out):
-        raise UserError(f"--objectives={text!r} is invalid: distinct metrics")
+        raise UserError(f"--objectives={quote(text)} is invalid: distinct metrics")
     return tuple(out)
 
 
@@ -450,18 +455,79 @@ def parse_space(data: Any, source: str, name: str) -> SearchSpace:
     return space
 
 
+class YAMLTooLarge(yaml.YAMLError):
+    """A YAML document past :class:`_StrictLoader`'s bounds; the message names the limit."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """The safe loader, refusing duplicate keys (PyYAML silently keeps the last one)."""
+    """The safe loader, refusing duplicate keys (PyYAML silently keeps the last one) and documents too large.
+
+    A search space is a page of YAML, but aliases let a small file expand past memory ("billion laughs") and
+    nesting recurse past Python's stack, so the composer counts alias uses and the size and depth each node
+    has once its aliases are expanded, and refuses beyond the bounds below.
+    """
+
+    MAX_ALIASES = 100
+    MAX_NODES = 10_000  # nodes after alias expansion
+    MAX_DEPTH = 50
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+        # id(node) -> (expanded node count, expanded depth), filled as each node is composed
+        self._sizes: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):  # type: ignore[no-untyped-call]
+            self._aliases += 1
+            if self._aliases > self.MAX_ALIASES:
+                raise YAMLTooLarge(f"more than {self.MAX_ALIASES} alias uses (*name); write the values out")
+            node = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            if id(node) not in self._sizes:
+                raise YAMLTooLarge("an alias (*name) inside the node it refers to; a space cannot be recursive")
+            return node
+        self._depth += 1
+        try:
+            if self._depth > self.MAX_DEPTH:
+                raise YAMLTooLarge(f"nested deeper than {self.MAX_DEPTH} levels")
+            node = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        sizes = [self._sizes[id(c)] for c in children]
+        count = 1 + sum(n for n, _ in sizes)
+        depth = 1 + max((d for _, d in sizes), default=0)
+        if count > self.MAX_NODES:
+            raise YAMLTooLarge(f"more than {self.MAX_NODES:,} values once aliases (*name) are expanded")
+        if depth > self.MAX_DEPTH:
+            raise YAMLTooLarge(f"nested deeper than {self.MAX_DEPTH} levels once aliases (*name) are expanded")
+        self._sizes[id(node)] = (count, depth)
+        return node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping whose own keys are distinct and hashable; merge keys (``<<: *base``) give defaults it overrides."""
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        mark = key_node.start_mark
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, f"a key that is a {type(key).__name__}, "
+                                                    "not a name or a number", mark)
         if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {quote(key)}", mark)
         seen.add(key)
+    loader.flatten_mapping(node)  # type: ignore[no-untyped-call]
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -474,6 +540,10 @@ def load_space(name_or_path: str) -> SearchSpace:
     try:
         # A safe loader: a space file never builds Python objects.
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except YAMLTooLarge as exc:
+        raise UserError(f"{path}: refused: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: refused: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
