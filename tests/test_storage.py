@@ -3,6 +3,7 @@ state file stops --resume with one line instead of Ray silently restarting the e
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -140,7 +141,9 @@ def test_resume_refuses_damaged_searcher_state_before_ray_starts(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     space = str(HERE / "spaces" / "resume.yaml")
     exp = _experiment(tmp_path / "runs" / "old")
-    (exp / search.EXPERIMENT_META).write_text('{"space": "resume"}')  # the meta names its space, as every one does
+    # the meta names the experiment's space and resources, as every one does
+    (exp / search.EXPERIMENT_META).write_text(json.dumps({"space": "resume", "space_file": space,
+                                                          "resources": {"gpus_per_trial": 0.0}}))
     (exp / "search_gen_state-2026-01-01_00-00-00.json").write_bytes(b"")  # what a driver killed mid-copy left
     code = search.main(["--space", space, "--storage-path", str(tmp_path / "runs"), "--name", "old", "--resume",
                         "--quiet", "--gpus-per-trial", "0"])

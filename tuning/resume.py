@@ -106,8 +106,10 @@ def session_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     first = given_flags(parser, command_argv(commands[0])) if commands else {}
     now = given_flags(parser, argv)
     merged = argparse.Namespace(**vars(args))
+    # What the first session used where it chose by itself (a GPU share when the cluster had GPUs, say).
+    effective = {k: v for k, v in (meta.get("resources") or {}).items() if k in ("cpus_per_trial", "gpus_per_trial")}
     for dest in FIXED_ON_RESUME:
-        then = first.get(dest, parser.get_default(dest))
+        then = first.get(dest, effective.get(dest, parser.get_default(dest)))
         if dest == "space":
             then = meta.get("space_file") if Path(str(meta.get("space_file", ""))).is_file() else meta.get("space")
             if dest in now and not _same_space(now[dest], meta):
