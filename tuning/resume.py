@@ -43,13 +43,22 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as a 
 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
-def _not_rays_restore_hint(record: logging.LogRecord) -> bool:
-    """Ray's "Resume experiment with: Tuner.restore(...)" names an API our users do not call; the driver prints
-    the command that continues the experiment instead (:func:`resume_command`)."""
-    return "Tuner.restore(" not in record.getMessage()
+# Lines of ray/tune/tune.py's logger that speak of Ray's API or of its own Ctrl-C handling: every stop of ours
+# reaches Ray as its interrupt, and the driver says in its own words why it stopped and how to continue.
+RAY_STOP_LINES = (
+    "Tuner.restore(",  # "Resume experiment with: Tuner.restore(...)": an API our users do not call
+    "Stop signal received",  # "(e.g. via SIGINT/Ctrl+C) ... Press CTRL+C to skip": also said for a time budget
+    "Trials did not complete",  # an ERROR listing every unfinished and paused trial: what a stop leaves, by design
+)
 
 
-logging.getLogger("ray.tune.tune").addFilter(_not_rays_restore_hint)  # ray/tune/tune.py's logger
+def not_rays_stop_line(record: logging.LogRecord) -> bool:
+    """False for the lines of :data:`RAY_STOP_LINES` (a :class:`logging.Filter` callable)."""
+    message = record.getMessage()
+    return not any(line in message for line in RAY_STOP_LINES)
+
+
+logging.getLogger("ray.tune.tune").addFilter(not_rays_stop_line)
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
@@ -188,6 +197,8 @@ class StopRequests:
     def _deadline(self) -> None:
         assert self.time_budget_s is not None
         if not self._done.wait(self.time_budget_s):
+            print(f"\ntime budget of {self.time_budget_s:g} s reached: stopping the search; trials keep what they "
+                  "have trained", file=sys.stderr)
             self._stop("time budget")
 
     def _stop(self, reason: str) -> None:
