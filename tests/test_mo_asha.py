@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from tuning.mo_asha import ParetoASHA, promotion_order
-from tuning.spaces import asha_rungs as milestones
+from tuning.spec.space import asha_rungs as milestones
+from tuning.tune.schedulers.mo_asha import ParetoASHA, promotion_order
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJ = {"val_loss": "min", "flops_per_char": "min"}

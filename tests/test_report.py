@@ -1,4 +1,4 @@
-"""Tests for tuning.report (and the parts of tuning.results / tuning.files it stands on), without Ray.
+"""Tests for tuning.report (and the parts of tuning.report.results / tuning.files it stands on), without Ray.
 
 Every table is built by hand with ``trials_frame`` / ``history_frame``; the expected fronts and hypervolumes
 are worked out in the comments.
@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tuning import pareto, report
 from tuning.files import (
     EVALUATION_DIR,
     FULL_VALIDATION,
@@ -34,7 +33,8 @@ from tuning.files import (
     atomic_write,
     atomic_write_text,
 )
-from tuning.report import (
+from tuning.report import render as report
+from tuning.report.render import (
     ACCURACY,
     COSTS,
     PARETO_TYPES,
@@ -54,7 +54,7 @@ from tuning.report import (
     wilson_interval,
     write_tables,
 )
-from tuning.results import (
+from tuning.report.results import (
     HISTORY_TYPES,
     STATUSES,
     TRIAL_TYPES,
@@ -67,6 +67,7 @@ from tuning.results import (
     trials_frame,
     waiting_at_rungs,
 )
+from tuning.spec import pareto
 
 NAN = math.nan
 FLOPS = "train_flops_per_char"

@@ -1,4 +1,4 @@
-"""Tests for tuning.spaces: the built-in spaces, Optuna distributions, grids and one-line validation errors."""
+"""Tests for tuning.spec.space: the built-in spaces, Optuna distributions, grids and one-line validation errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tuning.errors import UserError
-from tuning.spaces import (
+from tuning.spec.space import (
     REPORTED_METRICS,
     Budget,
     builtin_names,
@@ -144,7 +144,7 @@ def test_builtin_spaces_load_from_another_working_directory(tmp_path: Path, monk
 
 def test_builtin_spaces_found_in_a_source_checkout_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     # With only the checkout on PYTHONPATH, `tuning.search_spaces` does not exist (setuptools maps it at install).
-    import tuning.spaces as spaces_module
+    import tuning.spec.space as spaces_module
 
     def not_installed(_name: str) -> None:
         raise ModuleNotFoundError("No module named 'tuning.search_spaces'")
@@ -405,7 +405,7 @@ def test_a_long_value_is_quoted_cut_short(tmp_path: Path) -> None:
 
 
 def test_a_long_fixed_value_is_quoted_cut_short_by_the_trainers_check_too() -> None:
-    from tuning.config import TrainConfig
+    from tuning.engine.config import TrainConfig
 
     with pytest.raises(UserError) as info:
         TrainConfig.from_dict({"cell": "x" * 10_000})
