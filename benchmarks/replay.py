@@ -41,7 +41,7 @@ from tuning.errors import ArgumentParser, UserError
 from tuning.files import atomic_write_text
 from tuning.report.results import load_experiment
 from tuning.spec import pareto
-from tuning.spec.space import asha_rungs
+from tuning.spec.rungs import asha_rungs
 from tuning.tune.schedulers.mo_asha import ParetoASHA
 
 RULES = ("random", "asha-first", "mo-asha")

@@ -12,9 +12,9 @@ from tuning.engine.config import TrainConfig
 from tuning.engine.model import CharLM, count_parameters
 from tuning.errors import UserError
 from tuning.spec.anchor import anchor_points, cheapest_point, family_points, wants_anchor
-from tuning.spec.space import Objective, load_space, optuna_distributions
+from tuning.spec.space import Objective, load_space
 from tuning.tune import driver as search
-from tuning.tune.searcher import make_searcher
+from tuning.tune.searcher import make_searcher, optuna_distributions
 
 HERE = Path(__file__).parent
 ACC, FLOPS = Objective("val_acc_last", "max"), Objective("train_flops_per_char", "min")

@@ -58,7 +58,6 @@ from tuning.report.results import (
     HISTORY_TYPES,
     STATUSES,
     TRIAL_TYPES,
-    asha_milestones,
     classify,
     held_at_rungs,
     history_frame,
@@ -638,26 +637,10 @@ def test_write_tables_failure_keeps_previous_parquet(tmp_path: Path, monkeypatch
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / TRIALS_TABLE), t.trials)
 
 
-# ----------------------------------------------------------------------------------- classify / milestones
+# ----------------------------------------------------------------------------------- classify / rungs
 
 
-@pytest.mark.parametrize(
-    ("max_iters", "grace", "factor", "want"),
-    [
-        (16, 1, 3, {1, 3, 9}),
-        (4, 1, 2, {1, 2}),
-        (9, 1, 3, {1, 3}),  # 9 is max_iters: a trial there has completed, not been stopped
-        (20, 2, 3, {2, 6, 18}),
-        (8, 3, 2, {3, 6}),
-        (4, 4, 2, set()),
-        (1, 1, 2, set()),
-    ],
-)
-def test_asha_milestones(max_iters: int, grace: int, factor: int, want: set[int]) -> None:
-    assert asha_milestones(max_iters, grace, factor) == want
-
-
-MILESTONES = {1, 3, 9}
+RUNGS = {1, 3, 9}
 
 
 @pytest.mark.parametrize(
@@ -689,10 +672,10 @@ MILESTONES = {1, 3, 9}
     ],
 )
 def test_classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, want: str) -> None:
-    assert classify(last, ray_status, error, 16, MILESTONES) == want
+    assert classify(last, ray_status, error, 16, RUNGS) == want
 
 
-def test_classify_without_milestones_never_early_stops() -> None:
+def test_classify_without_rungs_never_early_stops() -> None:
     assert classify({"iteration": 3, "trial_status": "running"}, "TERMINATED", None, 16, set()) == "unfinished"
 
 
@@ -719,7 +702,7 @@ def test_held_at_rungs_is_the_highest_rung_a_trial_was_not_promoted_from() -> No
 )
 def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, waiting: bool, want: str) -> None:
     last = {"iteration": iteration, "trial_status": "running"}
-    assert classify(last, ray_status, None, 16, MILESTONES, held=True, waiting=waiting) == want
+    assert classify(last, ray_status, None, 16, RUNGS, held=True, waiting=waiting) == want
 
 
 def test_waiting_at_rungs_reads_the_schedulers_list() -> None:

@@ -421,14 +421,14 @@ def test_scheduler_follows_the_space(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tuning.tune import searcher as tune_glue
+    from tuning.tune import searcher
 
-    limiter = tune_glue.SlotLimiter(make_searcher(load_space("smoke"), 0), cpus_per_trial=1.0, gpus_per_trial=0.25)
+    limiter = searcher.SlotLimiter(make_searcher(load_space("smoke"), 0), cpus_per_trial=1.0, gpus_per_trial=0.25)
     assert limiter.max_concurrent == 2  # the session's Ray: 2 CPUs, 1 GPU -> min(2, 4)
     assert limiter.suggest("t1") and limiter.suggest("t2")
     assert limiter.suggest("t3") is None  # full
     # a node with 4 CPUs and a GPU joins (the cluster's report is the edge we stand in for)
-    monkeypatch.setattr(tune_glue.ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 2.0})
+    monkeypatch.setattr(searcher.ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 2.0})
     monkeypatch.setattr(limiter, "_checked", 0.0)
     assert limiter.suggest("t3") is not None
     assert limiter.max_concurrent == 6

@@ -17,7 +17,8 @@ import pandas as pd
 
 from tuning.report.results import HISTORY_METRICS
 from tuning.spec import pareto
-from tuning.spec.space import ASHA_SCHEDULERS, asha_rungs
+from tuning.spec.rungs import asha_rungs
+from tuning.spec.space import ASHA_SCHEDULERS
 
 ACCURACY = "val_acc_last"
 FLOPS = "train_flops_per_char"

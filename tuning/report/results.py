@@ -25,7 +25,8 @@ from tuning.files import (
     RESULT_FILE,
     SCHEDULER_DIR,
 )
-from tuning.spec.space import ASHA_SCHEDULERS, SEARCHABLE, asha_rungs
+from tuning.spec.rungs import asha_rungs
+from tuning.spec.space import ASHA_SCHEDULERS, SEARCHABLE
 
 _DEFAULTS = TrainConfig().to_dict()
 # completed: trained its full budget. early_stopped: the scheduler decided to stop it at a rung. paused: waiting at a
@@ -95,11 +96,6 @@ def _read_rows(trial_dir: Path) -> tuple[list[dict[str, Any]], int]:
     return [by_iter[k] for k in sorted(by_iter)], skipped
 
 
-def asha_milestones(max_iters: int, grace: int, reduction_factor: int) -> set[int]:
-    """Iterations at which ASHA decides, as a set (:func:`tuning.spec.space.asha_rungs`)."""
-    return set(asha_rungs(max_iters, grace, reduction_factor))
-
-
 def held_at_rungs(state: dict[str, Any]) -> dict[str, int]:
     """Trials that promotion-type ASHA recorded at a rung and never promoted from it: trial id -> that rung.
 
@@ -131,7 +127,7 @@ def waiting_at_rungs(state: dict[str, Any]) -> set[str]:
 
 
 def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, max_iters: int,
-             milestones: set[int], held: bool = False, waiting: bool = False) -> str:
+             rungs: set[int], held: bool = False, waiting: bool = False) -> str:
     """One of :data:`STATUSES`.
 
     ``held``: promotion-type ASHA kept the trial at a rung (:func:`held_at_rungs`); ``waiting``: its record says the
@@ -147,7 +143,7 @@ def classify(last: dict[str, Any] | None, ray_status: str | None, error: str | N
         return "errored"
     if last is None:
         return "not_started"
-    at_rung = held or int(last.get("iteration", 0)) in milestones
+    at_rung = held or int(last.get("iteration", 0)) in rungs
     if not at_rung:
         return "unfinished"
     # Ray leaves a trial PAUSED when the search stops around it; where the scheduler's record is known (held), it
@@ -222,8 +218,9 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
     meta = read_meta(experiment_dir)
     budget = meta.get("budget", {})
     max_iters = int(budget.get("max_iters", 0))
-    milestones = asha_milestones(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))) \
-        if meta.get("scheduler") in ASHA_SCHEDULERS else set()
+    rungs: set[int] = set()
+    if meta.get("scheduler") in ASHA_SCHEDULERS:
+        rungs = set(asha_rungs(max_iters, int(budget.get("grace_iters", 1)), int(budget.get("reduction_factor", 3))))
     state = _read_state(experiment_dir)
     promotion_file = experiment_dir / SCHEDULER_DIR / PROMOTION_STATE
     # Files a report can do without, when damaged, are named in meta["damaged"] and the rest reported.
@@ -255,7 +252,7 @@ def load_experiment(experiment_dir: Path) -> tuple[dict[str, Any], pd.DataFrame,
             text = error_file.read_text(errors="replace").strip().splitlines()
             error = next((line for line in reversed(text) if line.strip()), "error")
         last = rows[-1] if rows else None
-        status = classify(last, info.get("ray_status"), error, max_iters, milestones, trial_id in held,
+        status = classify(last, info.get("ray_status"), error, max_iters, rungs, trial_id in held,
                           trial_id in waiting)
         valid = [r for r in rows if _finite(r.get("val_loss"))]
         best = min(valid, key=lambda r: r["val_loss"]) if valid else {}

@@ -26,7 +26,8 @@ from tuning.errors import ArgumentParser, UserError
 from tuning.files import EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION, PARETO_STATE, PROMOTION_STATE, SCHEDULER_DIR
 from tuning.machine import hardware, library_versions
 from tuning.spec.anchor import anchor_points
-from tuning.spec.space import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag, rung_advice
+from tuning.spec.rungs import rung_advice
+from tuning.spec.space import ANCHORS, ASHA_SCHEDULERS, SearchSpace, load_space, parse_objectives_flag
 from tuning.tune import storage
 from tuning.tune.resume import (
     APPLIED_ON_RESUME,
@@ -424,7 +425,8 @@ def make_scheduler(plan: Plan) -> Any:
 def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     from ray import tune
 
-    from tuning.tune.searcher import SlotLimiter, make_searcher, trainable
+    from tuning.tune.searcher import SlotLimiter, make_searcher
+    from tuning.tune.trial import trainable
 
     space = plan.space
     # --deterministic: ASHA's decisions then follow the order of results alone, not which trial is faster
@@ -440,7 +442,7 @@ def build_tuner(plan: Plan, slots: Slots, args: argparse.Namespace) -> Any:
     param_space = trial_config(plan, slots)
     searcher: Any = None
     if space.is_grid:
-        from tuning.spec.space import grid_param_space
+        from tuning.tune.searcher import grid_param_space
 
         param_space.update(grid_param_space(space))
     else:

@@ -1,14 +1,17 @@
-"""The two pieces that sit between Ray Tune and the Ray-free engine: the trial function and the searcher."""
+"""The searcher side of a search: Optuna's sampler behind Ray Tune's ``OptunaSearch``, and its concurrency limit.
+
+- :func:`make_searcher` builds the searcher from a space: :func:`optuna_distributions` (or, for a grid,
+  :func:`grid_param_space`), the sampler (:func:`make_sampler`: TPE, NSGA-II or random) and the cost anchors.
+- :class:`PrunedAwareOptunaSearch` tells Optuna which trials were pruned, not completed.
+- :class:`_PicklableNSGAIISampler` lets Ray pickle an NSGA-II sampler (Optuna 5.1's lock).
+- :class:`SlotLimiter` follows the cluster's trial slots as nodes join or leave.
+"""
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,91 +21,31 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning.engine.config import TrainConfig
-from tuning.engine.data import Corpus
-from tuning.engine.train import STATUS_COMPLETED, STATUS_DIVERGED, train
+from tuning.engine.train import STATUS_COMPLETED, STATUS_DIVERGED
 from tuning.spec.anchor import anchor_points
-from tuning.spec.space import SearchSpace, optuna_distributions
+from tuning.spec.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 
-class TrialHung(RuntimeError):
-    """Raised into a trial that went longer than its watchdog timeout without reporting."""
+def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
+    """The sampled parameters as Optuna distributions, for Ray Tune's OptunaSearch (its native vocabulary)."""
+    dists: dict[str, Any] = {}
+    for p in space.params:
+        if p.type == "categorical":
+            dists[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+        elif p.type == "int":
+            dists[p.name] = optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,  # type: ignore[arg-type]
+                                                                 step=int(p.step or 1))
+        elif p.type == "float":
+            dists[p.name] = optuna.distributions.FloatDistribution(float(p.low), float(p.high),  # type: ignore[arg-type]
+                                                                   log=p.log, step=p.step)
+    return dists
 
 
-class Watchdog:
-    """Ends a trial that stops reporting: Ray Tune has no per-trial timeout of its own.
-
-    On timeout it raises :class:`TrialHung` in the training thread (so Ray records a readable error and
-    applies ``max_failures``); if the thread is stuck in C code and cannot take the exception, the worker
-    process exits after a grace period, which Ray also records as a trial failure.
-    """
-
-    def __init__(self, timeout_s: float, grace_s: float = 10.0) -> None:
-        self.timeout_s, self.grace_s = timeout_s, grace_s
-        self.last = time.monotonic()
-        self.target = threading.get_ident()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, name="tuning-watchdog", daemon=True)
-
-    def __enter__(self) -> Watchdog:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-
-    def beat(self) -> None:
-        self.last = time.monotonic()
-
-    def _watch(self) -> None:
-        while not self.done.wait(min(1.0, self.timeout_s / 4)):
-            silent = time.monotonic() - self.last
-            if silent < self.timeout_s:
-                continue
-            message = f"watchdog: no report for {silent:.0f} s (--trial-timeout-s {self.timeout_s:g})"
-            logger.error(message)
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), ctypes.py_object(TrialHung))
-            if not self.done.wait(self.grace_s):
-                os._exit(3)  # the thread ignored the exception: stuck outside Python
-            return
-
-
-def trainable(config: dict[str, Any], corpus: Corpus, trial_timeout_s: float = 0.0) -> None:
-    """One trial: the engine with Ray's report and checkpoint plumbing around it.
-
-    ``corpus`` arrives through ``tune.with_parameters`` (Ray's object store), so worker nodes need neither
-    the file nor internet access. ``trial_timeout_s`` > 0 arms a :class:`Watchdog`.
-    """
-    cfg = TrainConfig.from_dict(config)
-    watchdog = Watchdog(trial_timeout_s) if trial_timeout_s > 0 else None
-
-    with tempfile.TemporaryDirectory(prefix="tuning-trial-") as scratch:
-        def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-            # Ray copies the directory into the experiment's storage before report() returns.
-            checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            tune.report(metrics, checkpoint=checkpoint)
-            if watchdog:
-                watchdog.beat()
-
-        def run() -> None:
-            restored = tune.get_checkpoint()
-            if restored is None:
-                train(cfg, report, corpus=corpus, checkpoint_dir=Path(scratch))
-            else:
-                with restored.as_directory() as resume_dir:
-                    train(cfg, report, corpus=corpus, resume_from=Path(resume_dir), checkpoint_dir=Path(scratch))
-
-        if watchdog is None:
-            run()
-            return
-        try:
-            with watchdog:
-                run()
-        except TrialHung:
-            raise TrialHung(f"watchdog: no report within {trial_timeout_s:g} s (--trial-timeout-s); "
-                            "trial ended") from None
+def grid_param_space(space: SearchSpace) -> dict[str, Any]:
+    """Grid values as Ray Tune grid_search entries (an exhaustive grid, no sampler)."""
+    return {p.name: tune.grid_search(list(p.choices)) for p in space.params}
 
 
 class PrunedAwareOptunaSearch(OptunaSearch):

@@ -30,7 +30,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tuning.files import atomic_write_json
 from tuning.spec.pareto import crowding_distance, non_dominated_sort
-from tuning.spec.space import asha_rungs
+from tuning.spec.rungs import asha_rungs
 
 
 def promotion_order(points: np.ndarray) -> np.ndarray:
