@@ -49,9 +49,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.packing import Packer, PackLevel
 from tuning.engine import precision
-from tuning.engine.config import TrainConfig
+from tuning.engine.config import ModelConfig, TrainConfig
 from tuning.engine.data import Corpus, load_corpus
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.model import CharLM
 from tuning.engine.train import STATUS_RUNNING, train
 from tuning.errors import UserError
 from tuning.files import atomic_write_text

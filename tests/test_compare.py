@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from tuning.engine.complexity import Complexity, measure
-from tuning.engine.config import TrainConfig
+from tuning.engine.config import ModelConfig, TrainConfig
 from tuning.engine.data import load_corpus
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.model import CharLM
 from tuning.files import EXPERIMENT_META
 from tuning.homework import compare as cmp
 from tuning.homework.reference import load_reference, printed_matches

@@ -16,9 +16,9 @@ from test_cli_errors import DATA_DIR, run_error
 from test_report import make_experiment
 
 from tuning.engine.checkpoint import save_checkpoint
-from tuning.engine.config import TrainConfig
+from tuning.engine.config import ModelConfig, TrainConfig
 from tuning.engine.data import load_corpus
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.model import CharLM
 from tuning.files import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_WEIGHTS,

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from tuning.engine.complexity import Complexity, measure
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.config import ModelConfig
+from tuning.engine.model import CharLM
 from tuning.homework.reference import (
     DTYPES,
     REFERENCE_FILE,

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tuning.engine.complexity import GATES, measure, recurrent_macs_per_step
-from tuning.engine.model import CharLM, ModelConfig, count_parameters
+from tuning.engine.config import ModelConfig
+from tuning.engine.model import CharLM, count_parameters
 from tuning.errors import UserError
 
 CELLS = ("rnn", "lstm", "gru")

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from tuning.engine.config import TrainConfig
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.config import ModelConfig, TrainConfig
+from tuning.engine.model import CharLM
 from tuning.errors import UserError
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, atomic_write, atomic_write_json
 

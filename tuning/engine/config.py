@@ -1,4 +1,4 @@
-"""The training configuration: one frozen dataclass, validated where it is built."""
+"""The model and training configurations: frozen dataclasses, validated where they are built (no torch here)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,46 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from tuning.engine.model import CELLS, ModelConfig
 from tuning.errors import UserError, quote
 
+CELL_TYPES = ("rnn", "lstm", "gru")  # the recurrent cells, torch's RNN, LSTM and GRU (tuning.engine.model.CELLS)
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+
+
+def _check(condition: bool, field: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise UserError(f"{field}={quote(value)} is invalid: {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a :class:`CharLM`; saved beside its weights in every checkpoint."""
+
+    cell: str
+    vocab_size: int
+    embed_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.0  # between recurrent layers (PyTorch ignores it for one layer)
+    head_depth: int = 0
+    head_width: int = 128
+    head_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELL_TYPES, "cell", self.cell, f"one of {sorted(CELL_TYPES)}")
+        for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers", "head_width"):
+            value = getattr(self, name)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            _check(is_int and value >= 1, name, value, "an integer >= 1")
+        depth = self.head_depth
+        _check(isinstance(depth, int) and depth >= 0, "head_depth", depth, "an integer >= 0")
+        for name in ("dropout", "head_dropout"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, value, "a number in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -69,8 +104,8 @@ class TrainConfig:
                 fail(f.name, "true or false")
             if f.type == "str" and not isinstance(value, str):
                 fail(f.name, "a string")
-        if self.cell not in CELLS:
-            fail("cell", f"one of {sorted(CELLS)}")
+        if self.cell not in CELL_TYPES:
+            fail("cell", f"one of {sorted(CELL_TYPES)}")
         if self.seq_len < 2:
             fail("seq_len", "an integer >= 2")
         for name in ("embed_dim", "hidden_size", "num_layers", "head_width", "batch_size", "chars_per_iter",

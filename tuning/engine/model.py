@@ -7,50 +7,14 @@ d=1, W=128, p=0.5).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from tuning.errors import UserError, quote
+from tuning.engine.config import ModelConfig
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def _check(condition: bool, field: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise UserError(f"{field}={quote(value)} is invalid: {allowed}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a :class:`CharLM`; saved beside its weights in every checkpoint."""
-
-    cell: str
-    vocab_size: int
-    embed_dim: int = 128
-    hidden_size: int = 128
-    num_layers: int = 1
-    dropout: float = 0.0  # between recurrent layers (PyTorch ignores it for one layer)
-    head_depth: int = 0
-    head_width: int = 128
-    head_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(self.cell in CELLS, "cell", self.cell, f"one of {sorted(CELLS)}")
-        for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers", "head_width"):
-            value = getattr(self, name)
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            _check(is_int and value >= 1, name, value, "an integer >= 1")
-        depth = self.head_depth
-        _check(isinstance(depth, int) and depth >= 0, "head_depth", depth, "an integer >= 0")
-        for name in ("dropout", "head_dropout"):
-            value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, value, "a number in [0, 1)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class CharLM(nn.Module):

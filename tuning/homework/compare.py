@@ -20,7 +20,8 @@ from typing import Any, cast
 import pandas as pd
 
 from tuning.engine.complexity import calflops_counts, measure
-from tuning.engine.model import CharLM, ModelConfig
+from tuning.engine.config import ModelConfig
+from tuning.engine.model import CharLM
 from tuning.errors import ArgumentParser, UserError
 from tuning.files import atomic_write, atomic_write_text
 from tuning.homework.reference import calflops_format, load_reference, printed_matches
