@@ -499,10 +499,12 @@ def restore_tuner(plan: Plan, slots: Slots, args: argparse.Namespace, runnable: 
     (:data:`tuning.tune.resume.APPLIED_ON_RESUME`; the time budget is :class:`tuning.tune.resume.StopRequests`'s)."""
     from ray import tune
 
+    from tuning.tune import old_paths
     from tuning.tune.progress import SearchProgress
     from tuning.tune.ray_state import repair_checkpoint_references, repair_trial_count, set_search_plan
     from tuning.tune.resume import restored_configs
 
+    old_paths.register()  # an experiment saved before the layout change pickled the old module paths
     storage_path, filesystem = ray_storage(plan.storage)
     experiment = f"{storage_path}/{plan.name}"
     for repair in repair_checkpoint_references(experiment, filesystem):
