@@ -29,7 +29,7 @@ import yaml
 from benchmarks.records import git_rev, load_record, record_name, save_record, search_key
 from tuning.files import EXPERIMENT_META, atomic_write_text
 from tuning.machine import cpu_model, library_versions
-from tuning.report.render import save_png
+from tuning.report.plots import save_png
 from tuning.report.results import load_experiment
 from tuning.spec.space import find_space, load_space
 

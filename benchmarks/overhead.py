@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.common import header, log, md_table, pct
 from tuning.files import atomic_write_text
-from tuning.report.render import save_png
+from tuning.report.plots import save_png
 from tuning.report.results import read_meta
 
 GOAL_TRAIN_SHARE = 0.90  # share of trial-slot time spent training and evaluating

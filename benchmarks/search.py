@@ -69,7 +69,8 @@ from benchmarks.common import (
 from benchmarks.overhead import cmd_overhead
 from tuning.errors import UserError
 from tuning.files import atomic_write_text
-from tuning.report.render import full_budget, on_log_axes
+from tuning.report.fronts import full_budget
+from tuning.report.tables import on_log_axes
 from tuning.spec import pareto
 from tuning.spec.space import ANCHORS
 
@@ -168,7 +169,7 @@ def common_reference(trial_tables: Iterable[pd.DataFrame]) -> dict[str, float]:
 
 def log_cost(trials: pd.DataFrame, reference: Mapping[str, float]) -> tuple[pd.DataFrame, dict[str, float]]:
     """The trials and the reference with FLOPs on a log10 axis (the benchmark's default hypervolume), as the
-    search report measures it (:func:`tuning.report.render.on_log_axes`, which says why)."""
+    search report measures it (:func:`tuning.report.tables.on_log_axes`, which says why)."""
     return on_log_axes(trials, reference, MO_OBJECTIVES)
 
 
@@ -178,7 +179,7 @@ def hypervolume_curve(trials: pd.DataFrame, curve: pd.DataFrame, reference: Mapp
 
     ``curve`` is the run's :func:`progress_curve` (it maps a moment to the compute spent by then and holds the run's
     first report). Starts at (0, 0, 0) and ends at the run's last report. Only full-budget, feasible trials enter
-    (:func:`tuning.report.render.full_budget`). ``reference`` is in FLOPs either way; ``log_flops`` measures the areas
+    (:func:`tuning.report.fronts.full_budget`). ``reference`` is in FLOPs either way; ``log_flops`` measures the areas
     over log10 FLOPs (:func:`log_cost`).
     """
     if log_flops:

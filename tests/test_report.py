@@ -33,27 +33,10 @@ from tuning.files import (
     atomic_write,
     atomic_write_text,
 )
-from tuning.report import render as report
-from tuning.report.render import (
-    ACCURACY,
-    COSTS,
-    PARETO_TYPES,
-    Tables,
-    budget_label,
-    build_tables,
-    code_span,
-    early_stopping_saving,
-    front_name,
-    md_escape,
-    plot_curves,
-    plot_front,
-    render_markdown,
-    summary,
-    trials_to_evaluate,
-    validation_text,
-    wilson_interval,
-    write_tables,
-)
+from tuning.report import write as report_cli
+from tuning.report.fronts import ACCURACY, COSTS, PARETO_TYPES, front_name
+from tuning.report.plots import plot_curves, plot_front
+from tuning.report.render import budget_label, code_span, md_escape, render_markdown, validation_text
 from tuning.report.results import (
     HISTORY_TYPES,
     STATUSES,
@@ -66,6 +49,17 @@ from tuning.report.results import (
     trials_frame,
     waiting_at_rungs,
 )
+from tuning.report.tables import (
+    Tables,
+    build_tables,
+    early_stopping_saving,
+    hypervolume_trace,
+    log_axes,
+    on_log_axes,
+    trials_to_evaluate,
+    wilson_interval,
+)
+from tuning.report.write import summary, write_tables
 from tuning.spec import pareto
 
 NAN = math.nan
@@ -286,10 +280,10 @@ def test_hypervolume_of_the_example() -> None:
 
 def test_log_axes_are_the_minimised_costs_only() -> None:
     objectives = {"val_loss": "min", "flops_per_char": "min", ACCURACY: "max", "params": "min"}
-    assert report.log_axes(objectives) == ["flops_per_char", "params"]
+    assert log_axes(objectives) == ["flops_per_char", "params"]
     df = pd.DataFrame({"val_loss": [1.5, 2.0], "flops_per_char": [1e3, 0.0], ACCURACY: [0.5, 0.6],
                        "params": [100.0, 1e4]})
-    logged, ref = report.on_log_axes(df, {"val_loss": 3.0, "flops_per_char": 1e5, ACCURACY: 0.0, "params": 1e5},
+    logged, ref = on_log_axes(df, {"val_loss": 3.0, "flops_per_char": 1e5, ACCURACY: 0.0, "params": 1e5},
                                      objectives)
     assert list(logged["val_loss"]) == [1.5, 2.0] and list(logged[ACCURACY]) == [0.5, 0.6]  # untouched
     assert logged["flops_per_char"].iloc[0] == pytest.approx(3.0) and math.isnan(logged["flops_per_char"].iloc[1])
@@ -309,7 +303,7 @@ def test_hypervolume_trace_over_searched_objectives_hand_computed() -> None:
     ]
     history = pd.DataFrame({"trial_id": ["e", "a", "a", "b"], "timestamp": [104.0, 105.0, 110.0, 120.0],
                             "chars_trained": [500, 1000, 2000, 3000]})
-    trace = report.hypervolume_trace(pd.DataFrame(records), history, {"val_loss": "min", "flops_per_char": "min"},
+    trace = hypervolume_trace(pd.DataFrame(records), history, {"val_loss": "min", "flops_per_char": "min"},
                                      started_at=100.0)
     top = math.log10(1.1e3)
     a_box = (2.2 - 1.5) * (top - 3.0)
@@ -810,7 +804,7 @@ def test_a_trial_ended_at_a_rung_is_early_stopped_under_either_asha(tmp_path: Pa
 def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = make_experiment(tmp_path)
     out = tmp_path / "report"
-    assert report.main([str(exp), "--out", str(out)]) == 0
+    assert report_cli.main([str(exp), "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == sorted([TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, PLOT_FRONT,
                                               PLOT_CURVES])
     trials = pd.read_parquet(out / TRIALS_TABLE).set_index("trial_id")
@@ -832,7 +826,7 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_main_on_a_directory_that_is_not_an_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     assert "not an experiment directory" in capsys.readouterr().err
 
 

@@ -33,7 +33,7 @@ from tuning.files import (
     REPORT_MD,
     TRIALS_TABLE,
 )
-from tuning.report import render as report_cli
+from tuning.report import write as report_cli
 from tuning.report.results import STATUSES, load_experiment
 from tuning.spec.anchor import cheapest_point, family_points
 from tuning.spec.space import Objective, load_space

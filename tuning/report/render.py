@@ -1,194 +1,32 @@
-"""The report: trade-off tables in Parquet and Markdown, plots and text samples.
+"""The report's Markdown: a function of the tables (:func:`render_markdown`), so it is tested without Ray.
 
-``python -m tuning.report EXPERIMENT_DIR [--out DIR]`` regenerates it from any experiment directory of ours,
-finished or interrupted. The tables are built by plain functions of DataFrames (:func:`build_tables`) and the
-Markdown by a function of those tables (:func:`render_markdown`), so both are tested without Ray.
+The tables are built by :func:`tuning.report.tables.build_tables`; :mod:`tuning.report.write` writes the
+report folder, and is the command ``python -m tuning.report``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from tuning.errors import ArgumentParser, UserError
-from tuning.files import (
-    HISTORY_TABLE,
-    PARETO_TABLE,
-    PLOT_CURVES,
-    PLOT_FRONT,
-    REPORT_MD,
-    TRIALS_TABLE,
-    atomic_write,
-    atomic_write_text,
-)
 from tuning.report.fronts import (
     ACCURACY,
-    COSTS,
     FLOPS,
     MIN_RUNG_TRIALS,
-    PARETO_TYPES,
     best_per_cell,
-    build_fronts,
     front_name,
     full_budget,
     rung_front_name,
     rung_objectives,
-    rung_tables,
     searched_objectives,
 )
-from tuning.report.results import STATUSES, load_experiment
+from tuning.report.results import STATUSES
+from tuning.report.tables import Tables, early_stopping_saving, hv_reference, log_axes, wilson_interval
 from tuning.spec import pareto
 from tuning.spec.space import ASHA_SCHEDULERS
-
-__all__ = ["ACCURACY", "COSTS", "PARETO_TYPES", "Tables", "build_tables", "front_name", "full_budget",
-           "render_markdown", "searched_objectives", "trials_to_evaluate", "write_report"]
-FRONT_HPARAMS = ("cell", "seq_len", "embed_dim", "hidden_size", "num_layers", "dropout", "head_depth", "head_width",
-                 "head_dropout", "lr", "batch_size")
-# Minimised costs that span orders of magnitude across a search (50 k to 16 M training FLOPs per character in the
-# 12-minute multi-objective benchmark): hypervolumes measure them on a log10 axis (see on_log_axes).
-LOG_METRICS = frozenset({*COSTS, "flops", "macs", "calflops_flops", "calflops_macs", "flops_per_char",
-                         "macs_per_char"})
-
-
-@dataclass
-class Tables:
-    meta: dict[str, Any]
-    trials: pd.DataFrame
-    history: pd.DataFrame
-    pareto: pd.DataFrame  # one row per (front, trial on it)
-    hypervolume: float
-    hv_reference: dict[str, float]
-    hv_trace: pd.DataFrame | None = None  # multi-objective searches: hypervolume as trials complete
-    at_rung: dict[int, pd.DataFrame] = field(default_factory=dict)  # rung -> the trials measured there
-
-
-def hv_reference(done: pd.DataFrame, objectives: dict[str, str]) -> dict[str, float]:
-    """A reference point 10% beyond the worst completed trial in each objective (0 for a maximised share)."""
-    ref = {}
-    for metric, mode in objectives.items():
-        values = done[metric].astype("float64")
-        if mode == "max":
-            ref[metric] = 0.0 if values.min() >= 0 else float(values.min() * 1.1)
-        else:
-            ref[metric] = float(values.max() * 1.1)
-    return ref
-
-
-def log_axes(objectives: Mapping[str, str]) -> list[str]:
-    """The objectives a hypervolume measures in decades: minimised costs named in :data:`LOG_METRICS`."""
-    return [m for m, mode in objectives.items() if mode == "min" and m in LOG_METRICS]
-
-
-def on_log_axes(df: pd.DataFrame, reference: Mapping[str, float],
-                objectives: Mapping[str, str]) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The rows and the reference point with every :func:`log_axes` objective as its log10.
-
-    A model's cost is judged by ratios (half the FLOPs is as good a saving at 100 k as at 10 M), and the costs of
-    the models in one search span decades. On a linear axis the strip between the most accurate model and the
-    reference holds nearly all the area (94% of a 12-minute search's accuracy/FLOPs hypervolume), so the
-    hypervolume ranks searches by their best accuracy alone; on a log axis every halving of the cost adds the same
-    area wherever it happens. Fronts do not change (log10 is monotone); only areas do. A cost ≤ 0 becomes NaN, and
-    :mod:`tuning.spec.pareto` leaves such rows out of the hypervolume.
-    """
-    logged = log_axes(objectives)
-    if not logged:
-        return df, dict(reference)
-    costs = {m: df[m].astype("float64") for m in logged}
-    out = df.assign(**{m: np.log10(c.where(c > 0)) for m, c in costs.items()})
-    return out, {**reference, **{m: math.log10(reference[m]) for m in logged}}
-
-
-def hypervolume_trace(trials: pd.DataFrame, history: pd.DataFrame, objectives: dict[str, str],
-                      started_at: float) -> pd.DataFrame:
-    """Hypervolume of the searched objectives' front as trials complete, against wall time and compute.
-
-    Compute at a moment is every character trained by any trial up to then (early-stopped trials included:
-    they were paid for). The reference point is fixed from all completed trials, so the curve is monotone. Cost
-    objectives count in decades (:func:`on_log_axes`).
-    """
-    done = full_budget(trials).dropna(subset=[*objectives, "ended_at"]).sort_values("ended_at")
-    columns = ["trial_id", "wall_s", "chars_trained", "hypervolume"]
-    if done.empty:
-        return pd.DataFrame(columns=columns)
-    logged, ref = on_log_axes(done, hv_reference(done, objectives), objectives)
-    stamps = history["timestamp"].astype("float64")
-    rows = []
-    for k in range(1, len(done) + 1):
-        seen = done.iloc[:k]
-        end = float(seen["ended_at"].iloc[-1])
-        points = pareto.to_minimisation(logged.iloc[:k], objectives)
-        ref_min = [(-ref[m] if mode == "max" else ref[m]) for m, mode in objectives.items()]
-        rows.append({"trial_id": seen["trial_id"].iloc[-1], "wall_s": end - started_at,
-                     "chars_trained": int(history.loc[stamps <= end, "chars_trained"].groupby(
-                         history.loc[stamps <= end, "trial_id"]).max().sum()),
-                     "hypervolume": pareto.hypervolume(points, ref_min)})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def accuracy_hypervolume(trials: pd.DataFrame) -> tuple[float, dict[str, float]]:
-    """Hypervolume of the full-budget accuracy / training-FLOPs front (over log10 FLOPs: :func:`on_log_axes`) and
-    its reference point (in FLOPs): accuracy 0 and 10% above the most expensive completed trial."""
-    done = full_budget(trials)
-    flops = done[FLOPS].astype("float64")
-    reference = {ACCURACY: 0.0, FLOPS: float(flops.max() * 1.1) if flops.notna().any() else 1.0}
-    objectives = {ACCURACY: "max", FLOPS: "min"}
-    logged, logged_ref = on_log_axes(done, reference, objectives)
-    hv = pareto.hypervolume_2d(logged, objectives, logged_ref) if len(done) else 0.0
-    return float(hv), reference
-
-
-def build_tables(meta: dict[str, Any], trials: pd.DataFrame, history: pd.DataFrame) -> Tables:
-    hv, reference = accuracy_hypervolume(trials)
-    trace = None
-    objectives = searched_objectives(meta)
-    if len(objectives) > 1:
-        started = pd.Timestamp(meta["started_at"]).timestamp() if meta.get("started_at") else 0.0
-        trace = hypervolume_trace(trials, history, objectives, started)
-    return Tables(meta, trials, history, build_fronts(trials, history, meta), hv, reference, trace,
-                  rung_tables(trials, history, meta))
-
-
-def trials_to_evaluate(trials: pd.DataFrame, history: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
-    """The trials worth evaluating on the whole validation split: every one on a front the report shows (full
-    budget and per rung) and the best of each cell type by the searched objective, sorted by id.
-
-    A rung-front trial may have trained past its rung; its checkpoint is its last one, and the evaluation records
-    that iteration, so the report shows the whole-split figure only where the iterations agree.
-    """
-    on_fronts = set(build_fronts(trials, history, meta)["trial_id"])
-    return sorted(on_fronts | set(best_per_cell(trials, meta)["trial_id"]))
-
-
-def early_stopping_saving(trials: pd.DataFrame, max_iters: int) -> tuple[int, int]:
-    """(iterations the scheduler saved, full budget in iterations) over the completed and early-stopped trials.
-
-    Only the scheduler's decisions count: a trial paused, unfinished or never started was cut off by the end of
-    the search, not saved by early stopping. Counted in iterations, since characters round up to whole batches.
-    """
-    judged = trials[trials["status"].isin(["completed", "early_stopped"])]
-    stopped = judged.loc[judged["status"] == "early_stopped", "iteration"].astype("float64").fillna(0)
-    saved = int((max_iters - stopped).clip(lower=0).sum())
-    return saved, len(judged) * max_iters
-
-
-def wilson_interval(share: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion ``share`` of ``n`` trials (Wilson 1927, JASA 22:209-212).
-
-    Unlike share ± z·se it stays within [0, 1] and keeps a useful width at the small counts a smoke search has.
-    """
-    if n <= 0 or not math.isfinite(share):
-        return math.nan, math.nan
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def validation_text(trials: pd.DataFrame) -> str:
@@ -201,9 +39,6 @@ def validation_text(trials: pd.DataFrame) -> str:
         return f"the first {limits[0]:,} characters of {split}"
     return (f"a prefix of {split}, of " + ", ".join(f"{v:,}" if v else "all" for v in limits)
             + " characters depending on the trial")
-
-
-# ---------------------------------------------------------------------------------------------- Markdown
 
 
 # Characters a Markdown renderer would read as syntax, not text: HTML's (as entities, which render as the
@@ -556,149 +391,3 @@ def render_markdown(t: Tables, plots: dict[str, str] | None = None) -> str:
                     f"acc {fmt(row[ACCURACY], 'pct')}) — prompt then sample:", "",
                     "```text", f"{row['sample_prompt']}⟶{row['sample']}".replace("```", "ʼʼʼ"), "```", ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-# ------------------------------------------------------------------------------------------------- Plots
-
-
-def _axes() -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(7, 4.5))
-
-
-def save_png(fig: Any, path: Path) -> None:
-    """Lay out, write atomically (never a half-written plot) and free a figure; every plot of ours ends here."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-
-
-def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if ax.get_legend_handles_labels()[0]:  # an empty legend box says nothing
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save_png(fig, path)
-
-
-def plot_front(trials: pd.DataFrame, path: Path, at_rung: dict[int, pd.DataFrame] | None = None) -> list[str]:
-    """Accuracy against training FLOPs per character, with the full-budget front; where no trial completed, the
-    highest rung's trials (``at_rung``: :attr:`Tables.at_rung`) and their front, all measured at that budget.
-    Returns the legend's labels."""
-    fig, ax = _axes()
-    done = full_budget(trials)
-    rung = max(at_rung) if at_rung and done[[ACCURACY, FLOPS]].dropna().empty else None
-    shown = trials if rung is None else at_rung[rung]  # type: ignore[index]
-    shown = shown[shown[ACCURACY].notna() & shown[FLOPS].notna()]
-    for cell, group in shown.groupby("cell"):
-        if rung is not None:
-            ax.scatter(group[FLOPS], group[ACCURACY], label=f"{cell} (after {rung} iterations)", s=30)
-            continue
-        full = group[group["status"] == "completed"]
-        rest = group[group["status"] != "completed"]
-        line = ax.scatter(full[FLOPS], full[ACCURACY], label=f"{cell} (full budget)", s=30)
-        ax.scatter(rest[FLOPS], rest[ACCURACY], s=12, alpha=0.35, color=line.get_facecolor(),
-                   label=f"{cell} (stopped early)")
-    among = done if rung is None else shown
-    if len(among):
-        front = pareto.pareto_front(among, {ACCURACY: "max", FLOPS: "min"}).sort_values(FLOPS)
-        ax.step(front[FLOPS], front[ACCURACY], where="post", color="black", lw=1,
-                label="front" if rung is None else f"front after {rung} iterations")
-    if rung is not None:
-        ax.set_title(f"No trial completed: every trial measured after {rung} iterations", fontsize=9)
-    ax.set_xscale("log")
-    labels = list(ax.get_legend_handles_labels()[1])
-    _finish(fig, ax, path, "training FLOPs per character", "validation accuracy (after a full window)")
-    return labels
-
-
-def plot_curves(trials: pd.DataFrame, history: pd.DataFrame, path: Path, top: int = 6) -> None:
-    fig, ax = _axes()
-    best = trials[trials["best_val_loss"].notna()].nsmallest(top, "best_val_loss")
-    for _, row in best.iterrows():
-        curve = history[history["trial_id"] == row["trial_id"]]
-        ax.plot(curve["chars_trained"], curve["val_loss"], marker=".",
-                label=f"{row['trial_id']} {row['cell']} H{row['hidden_size']} seq{row['seq_len']}")
-    _finish(fig, ax, path, "characters trained", "validation loss (nats/char)")
-
-
-# ------------------------------------------------------------------------------------------------ Output
-
-
-def write_tables(t: Tables, out: Path) -> None:
-    for name, frame in ((TRIALS_TABLE, t.trials), (HISTORY_TABLE, t.history), (PARETO_TABLE, t.pareto)):
-        def write(tmp: Path, f: pd.DataFrame = frame) -> None:
-            f.to_parquet(tmp, index=False, engine="pyarrow")
-
-        atomic_write(out / name, write)
-
-
-def write_report(experiment_dir: Path, out: Path) -> Tables:
-    """Read an experiment directory and write every report file into ``out``."""
-    meta, trials, history = load_experiment(Path(experiment_dir))
-    tables = build_tables(meta, trials, history)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"report folder {out}: cannot be made ({exc.strerror or type(exc).__name__}); "
-                        "--out takes a directory, made if missing") from None
-    write_tables(tables, out)
-    plots = {}
-    if trials[ACCURACY].notna().any():
-        plot_front(trials, out / PLOT_FRONT, tables.at_rung)
-        plots["accuracy against training FLOPs per character"] = PLOT_FRONT
-    if len(history):
-        plot_curves(trials, history, out / PLOT_CURVES)
-        plots["learning curves of the best trials"] = PLOT_CURVES
-    atomic_write_text(out / REPORT_MD, render_markdown(tables, plots))
-    return tables
-
-
-def summary(t: Tables, report_dir: Path) -> str:
-    """One screen for the terminal: status counts, the best trial per cell with its budget, where the report is."""
-    trials = t.trials
-    max_iters = int(t.meta.get("budget", {}).get("max_iters", 0))
-    counts = ", ".join(f"{int((trials['status'] == s).sum())} {s}" for s in STATUSES)
-    metric = next(iter(searched_objectives(t.meta)))
-    lines = [f"\n{len(trials)} trials: {counts}", f"best per cell type (by {metric}):"]
-    for _, row in best_per_cell(trials, t.meta).iterrows():
-        lines.append(f"  {row['cell']:<5} val_loss {fmt(row['val_loss'])}  acc(last) {fmt(row[ACCURACY], 'pct')}  "
-                     f"seq {row['seq_len']}  H {row['hidden_size']}  L {row['num_layers']}  "
-                     f"[{budget_label(row['iteration'], max_iters)} {row['status']}] {row['trial_id']}")
-    lines += [f"damaged: {problem}" for problem in t.meta.get("damaged", [])]
-    lines.append(f"report: {Path(report_dir) / REPORT_MD}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m tuning.report",
-                                     description="Regenerate the report of an experiment directory.")
-    parser.add_argument("experiment_dir")
-    parser.add_argument("--out", help="report directory (default: EXPERIMENT_DIR/report)")
-    try:
-        args = parser.parse_args(argv)
-        experiment = Path(args.experiment_dir)
-        out = Path(args.out) if args.out else experiment / "report"
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out}: a file, not a directory; give a directory (made if missing)")
-        tables = write_report(experiment, out)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(summary(tables, out))
-    cut = {s: int((tables.trials["status"] == s).sum()) for s in ("unfinished", "paused")}
-    if any(cut.values()):
-        print(f"{cut['unfinished']} trial(s) unfinished, {cut['paused']} paused: --resume continues the search")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -566,7 +566,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     interrupted = stop.reason in EXIT_CODES
     write_meta(experiment, plan, slots, [], session={"ended_at": _now(), "stopped_by": stop.reason},
                finished_at=None if interrupted else _now(), wall_time_s=meta.get("wall_time_s", 0.0) + wall)
-    from tuning.report import render as report
+    from tuning.report.tables import trials_to_evaluate
+    from tuning.report.write import summary, write_report
 
     # A bucket's experiment is read from a temporary download; its report goes to a local folder.
     report_dir = plan.report_dir or (Path(experiment) / "report" if not is_uri(experiment)
@@ -576,12 +577,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         from tuning.report.results import load_experiment
 
         meta_read, trials, history = load_experiment(experiment_dir)
-        chosen = report.trials_to_evaluate(trials, history, meta_read)  # on a front, or best of its cell
+        chosen = trials_to_evaluate(trials, history, meta_read)  # on a front, or best of its cell
         evaluation = evaluate_trials(experiment_dir, chosen)  # whole-split figures for the report's fronts
         if is_uri(experiment):  # the folder is a temporary download: the file goes back beside the trials
             storage.write_json(storage.join(experiment, EVALUATION_DIR, FULL_VALIDATION), evaluation)
-        tables = report.write_report(experiment_dir, report_dir)
-    print(report.summary(tables, report_dir))
+        tables = write_report(experiment_dir, report_dir)
+    print(summary(tables, report_dir))
     unfinished = int((tables.trials["status"] == "unfinished").sum())
     if stop.reason is not None or unfinished:
         why = f"stopped by {stop.reason}" if stop.reason else f"{unfinished} trial(s) unfinished"
