@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from tuning.files import EXPERIMENT_META
-from tuning.results import history_frame
+from tuning.report.results import history_frame
 
 
 def history(rows: list[tuple[str, int, int, float, float]]) -> pd.DataFrame:

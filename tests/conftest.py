@@ -24,7 +24,7 @@ def _corpora_dir() -> Path:
         return Path(os.environ["TUNING_DATA_DIR"]).expanduser()
     if (SHARED_DATA / "nextchar.txt").is_file():
         return SHARED_DATA
-    from tuning import data
+    from tuning.engine import data
     from tuning.files import atomic_write_bytes
 
     for name, known in data.KNOWN_CORPORA.items():

@@ -1,4 +1,4 @@
-"""Tests for tuning.anchor: which searches start with the cheapest model(s), and that they are the cheapest."""
+"""Tests for tuning.spec.anchor: which searches start with the cheapest model(s), and that they are the cheapest."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuning import search
-from tuning.anchor import anchor_points, cheapest_point, family_points, wants_anchor
-from tuning.config import TrainConfig
+from tuning.engine.config import TrainConfig
+from tuning.engine.model import CharLM, count_parameters
 from tuning.errors import UserError
-from tuning.model import CharLM, count_parameters
-from tuning.spaces import Objective, load_space, optuna_distributions
-from tuning.tune_glue import make_searcher
+from tuning.spec.anchor import anchor_points, cheapest_point, family_points, wants_anchor
+from tuning.spec.space import Objective, load_space
+from tuning.tune import driver as search
+from tuning.tune.searcher import make_searcher, optuna_distributions
 
 HERE = Path(__file__).parent
 ACC, FLOPS = Objective("val_acc_last", "max"), Objective("train_flops_per_char", "min")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from bench_data import HISTORY, history, row, write_experiment
 
-from tuning import bench_common as bc
+from benchmarks import common as bc
 
 
 def test_progress_curve_orders_reports_and_accumulates_compute() -> None:

@@ -1,4 +1,4 @@
-"""Smoke test of the engine benchmark: ``python -m tuning.bench_engine --quick`` runs and writes a whole report.
+"""Smoke test of the engine benchmark: ``python -m benchmarks.engine --quick`` runs and writes a whole report.
 
 A benchmark is not a timed test: nothing here asserts a speed or a goal, only that every figure is there and is a
 positive number.
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tuning import precision
+from tuning.engine import precision
 
+REPO = Path(__file__).resolve().parents[1]
 NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
 
 
@@ -25,8 +26,9 @@ def _value(text: str) -> float:
 
 def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "engine.md"
-    env = {**os.environ, "TUNING_DATA_DIR": str(data_dir), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "tuning.bench_engine", "--quick", "--out", str(out)],
+    env = {**os.environ, "TUNING_DATA_DIR": str(data_dir), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO)}  # benchmarks/ is not installed: it runs from the repository
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.engine", "--quick", "--out", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
@@ -105,7 +107,7 @@ def test_quick_run_writes_every_row(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_side_by_side_share_divides_each_sample_by_the_probes_around_it() -> None:
-    from tuning.bench_engine import MIN_QUIET, Samples, side_by_side_share
+    from benchmarks.engine import MIN_QUIET, Samples, side_by_side_share
 
     samples = Samples()
     for chars, others in ((100.0, 0.0), (50.0, 0.0), (300.0, 0.5)):  # 1-second samples; the third one contended
@@ -126,7 +128,7 @@ def test_side_by_side_share_divides_each_sample_by_the_probes_around_it() -> Non
 def test_peak_probe_times_a_product_and_pickles_without_its_matrices() -> None:
     import pickle
 
-    from tuning.bench_engine import PeakProbe
+    from benchmarks.engine import PeakProbe
 
     probe = PeakProbe(256, repeats=3)
     assert probe() > 0  # GFLOP/s of a real torch.mm

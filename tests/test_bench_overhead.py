@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from bench_data import TRIALS, row, write_experiment
 
-from tuning import bench_overhead as bo
-from tuning import bench_search as bs
+from benchmarks import overhead as bo
+from benchmarks import search as bs
 
 
 def test_overhead_of_a_hand_made_experiment(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_overhead_of_a_hand_made_experiment(tmp_path: Path) -> None:
     assert bs.main(["overhead", str(tmp_path / "exp"), "--out", str(out)]) == 0
     text = (out / "overhead.md").read_text(encoding="utf-8")
     assert "| exp | 2 | 100 | 2 | 27.5% | 2.5% | 0.5% | 69.5% | **not met** |" in text
-    assert "UTC" in text and "cores)" in text and "Command: `python -m tuning.bench_search overhead" in text
+    assert "UTC" in text and "cores)" in text and "Command: `python -m benchmarks.search overhead" in text
     assert (out / "overhead.png").stat().st_size > 0
     assert not list(out.glob(".overhead.*"))  # atomic writes left no temporary file
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from test_report import make_experiment
 
-from tuning import bench_records as br
-from tuning.bench_common import BenchError, NotMeasured, search_tables
-from tuning.bench_search import opening_lines
+from benchmarks import records as br
+from benchmarks.common import BenchError, NotMeasured, search_tables
+from benchmarks.search import opening_lines
 from tuning.files import EXPERIMENT_META
-from tuning.results import load_experiment
+from tuning.report.results import load_experiment
 
 
 def finished_experiment(root: Path, name: str) -> Path:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from bench_data import write_experiment
 
-from tuning import bench_replay as br
-from tuning.bench_replay import Curve, simulate
+from benchmarks import replay as br
+from benchmarks.replay import Curve, simulate
 
 
 def curve(name: str, accuracy: tuple[float, ...], flops: float = 1e5, seconds: float = 1.0,

@@ -19,10 +19,12 @@ import pandas as pd
 import pytest
 from bench_data import HISTORY, history
 
-from tuning import bench_common as bc
-from tuning import bench_search as bs
-from tuning.results import trials_frame
-from tuning.spaces import load_space
+from benchmarks import common as bc
+from benchmarks import search as bs
+from tuning.report.results import trials_frame
+from tuning.spec.space import load_space
+
+REPO = Path(__file__).resolve().parents[1]
 
 # --- best-so-far curves and compute to a target -------------------------------------------------------------------
 
@@ -171,15 +173,16 @@ def test_space_copies_load(tmp_path: Path) -> None:
 
 
 def test_bench_gpu_quick_on_cpu_writes_its_table(tmp_path: Path, data_dir: Path) -> None:
-    env = {**os.environ, "TUNING_DATA_DIR": str(data_dir), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {**os.environ, "TUNING_DATA_DIR": str(data_dir), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO)}  # benchmarks/ is not installed: it runs from the repository
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "tuning.bench_gpu", "--device", "cpu", "--quick", "--no-search",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick", "--no-search",
                            "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (out / "gpu.md").read_text(encoding="utf-8")
     assert text in proc.stdout  # what it prints is what it writes
     assert not list(out.glob(".gpu.md.*"))
-    assert "UTC" in text and "Command: `python -m tuning.bench_gpu --device cpu --quick" in text
+    assert "UTC" in text and "Command: `python -m benchmarks.gpu --device cpu --quick" in text
     for label in ("bf16", "fp32 `torch.mm` 256² (TF32 off)"):
         assert re.search(rf"^\| 1 \| matmul peak, {re.escape(label)}.* \| [0-9.]+ [kMGT]?FLOP/s \|", text, re.M)
     assert re.search(r"^\| 2 \| trainer, LSTM H=64 .* \| [0-9.]+ [kMGT]?FLOP/s = [0-9.]+% of fp32 peak \|", text, re.M)
@@ -193,11 +196,12 @@ def test_bench_gpu_without_cuda_says_so_in_one_line() -> None:
     import torch
 
     if torch.cuda.is_available():  # this machine has a GPU: the message path cannot be reached
-        from tuning.bench_gpu import Plan
+        from benchmarks.gpu import Plan
 
         assert Plan.make("cuda", False, 5.0, None, True).pack_levels == (1, 2, 4, 8)
         return
-    proc = subprocess.run([sys.executable, "-m", "tuning.bench_gpu"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no CUDA device" in proc.stderr and "--device cpu --quick" in proc.stderr
 
@@ -224,7 +228,7 @@ def test_efficiency_methods_flag() -> None:
 def test_multiobjective_table_from_the_committed_records(tmp_path: Path) -> None:
     """The whole command over real records (the 45-minute runs without the cost anchor, seed 1), run nothing: with
     its own reference point, and with another table's given by --reference-flops."""
-    records = Path(__file__).resolve().parent.parent / "benchmarks" / "records"
+    records = REPO / "benchmarks" / "records"
     args = ["multiobjective", "--budget-s", "2700", "--seeds", "1", "--sampler", "tpe", "--methods",
             "mo-asha,mo-random", "--records", str(records), "--recorded-only"]
     assert bs.main([*args, "--out", str(tmp_path / "own")]) == 0

@@ -18,15 +18,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tuning import compare as cmp
-from tuning.complexity import Complexity, measure
-from tuning.config import TrainConfig
-from tuning.data import load_corpus
+from tuning.engine.complexity import Complexity, measure
+from tuning.engine.config import ModelConfig, TrainConfig
+from tuning.engine.data import load_corpus
+from tuning.engine.model import CharLM
 from tuning.files import EXPERIMENT_META
-from tuning.homework import load_reference, printed_matches
-from tuning.model import CharLM, ModelConfig
-from tuning.results import history_frame, trials_frame
-from tuning.spaces import SearchSpace, load_space
+from tuning.homework import compare as cmp
+from tuning.homework.reference import load_reference, printed_matches
+from tuning.report.results import history_frame, trials_frame
+from tuning.spec.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = {1: REPO / "search_spaces" / "hw3-p1.yaml", 2: REPO / "search_spaces" / "hw3-p2.yaml"}

@@ -15,9 +15,10 @@ import torch
 from test_cli_errors import DATA_DIR, run_error
 from test_report import make_experiment
 
-from tuning.checkpoint import save_checkpoint
-from tuning.config import TrainConfig
-from tuning.data import load_corpus
+from tuning.engine.checkpoint import save_checkpoint
+from tuning.engine.config import ModelConfig, TrainConfig
+from tuning.engine.data import load_corpus
+from tuning.engine.model import CharLM
 from tuning.files import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_WEIGHTS,
@@ -27,7 +28,6 @@ from tuning.files import (
     RESULT_FILE,
     SCHEDULER_DIR,
 )
-from tuning.model import CharLM, ModelConfig
 
 
 @pytest.fixture(scope="module")

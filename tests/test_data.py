@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuning import data
-from tuning.data import KNOWN_CORPORA, KnownCorpus, load_corpus, resolve_corpus, split_text
+from tuning.engine import data
+from tuning.engine.data import KNOWN_CORPORA, KnownCorpus, load_corpus, resolve_corpus, split_text
 from tuning.errors import UserError
 
 

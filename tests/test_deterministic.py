@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tuning import search
 from tuning.files import EXPERIMENT_META, TRIALS_TABLE
+from tuning.tune import driver as search
 
 SAMPLED = ["cell", "seq_len", "hidden_size", "lr"]  # the smoke space's params
 

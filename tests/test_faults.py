@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tuning import search
-from tuning.results import load_experiment
+from tuning.report.results import load_experiment
+from tuning.tune import driver as search
 
 HERE = Path(__file__).parent
 

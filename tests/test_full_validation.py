@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from tuning import full_validation
-from tuning.config import TrainConfig
-from tuning.evaluate import evaluate_checkpoint
+from tuning.engine import full_validation
+from tuning.engine.config import TrainConfig
+from tuning.engine.evaluate import evaluate_checkpoint
+from tuning.engine.train import train
 from tuning.files import CHECKPOINT_WEIGHTS, EVALUATION_DIR, EXPERIMENT_META, FULL_VALIDATION
-from tuning.results import load_experiment
-from tuning.train import train
+from tuning.report.results import load_experiment
 
 
 def _trial(experiment: Path, trial_id: str, **overrides: Any) -> tuple[Path, list[dict[str, Any]]]:

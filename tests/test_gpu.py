@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tuning import search
-from tuning.config import TrainConfig
+from tuning.engine.config import TrainConfig
+from tuning.engine.train import train
 from tuning.files import TRIALS_TABLE
-from tuning.train import train
+from tuning.tune import driver as search
 
 HERE = Path(__file__).parent
 

@@ -1,6 +1,6 @@
 """Rebuild every model the homework reports and compare its size and calflops figures with the published ones.
 
-One row of ``tuning/hw3_reference.csv`` per configuration (Problem 1: 9, Problem 2: 12). Parameters must match
+One row of ``tuning/homework/hw3_reference.csv`` per configuration (Problem 1: 9, Problem 2: 12). Parameters must match
 exactly everywhere; calflops' raw FLOPs and MACs (prediction after the last position, at the homework's batch)
 must print exactly as the homework printed them for every standard-head model. The adjusted-head models do not
 match calflops as it runs here, and the tests say by how much rather than hide it (see ``test_adjusted_head``).
@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import torch
 
-from tuning.complexity import Complexity, measure
-from tuning.homework import (
+from tuning.engine.complexity import Complexity, measure
+from tuning.engine.config import ModelConfig
+from tuning.engine.model import CharLM
+from tuning.homework.reference import (
     DTYPES,
     REFERENCE_FILE,
     calflops_format,
@@ -27,7 +29,6 @@ from tuning.homework import (
     parse_printed,
     printed_matches,
 )
-from tuning.model import CharLM, ModelConfig
 
 REFERENCE = load_reference()
 ROWS: list[dict[str, Any]] = REFERENCE.to_dict("records")

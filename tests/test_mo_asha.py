@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from tuning.mo_asha import ParetoASHA, promotion_order
-from tuning.spaces import asha_rungs as milestones
+from tuning.spec.rungs import asha_rungs
+from tuning.tune.schedulers.mo_asha import ParetoASHA, promotion_order
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJ = {"val_loss": "min", "flops_per_char": "min"}
@@ -19,9 +19,9 @@ def r(loss: float, flops: float) -> dict[str, float]:
     return {"val_loss": loss, "flops_per_char": flops}
 
 
-def test_milestones_follow_asha() -> None:
-    assert milestones(16, 1, 3) == [1, 3, 9]
-    assert milestones(8, 2, 2) == [2, 4]
+def test_rungs_follow_asha() -> None:
+    assert asha_rungs(16, 1, 3) == [1, 3, 9]
+    assert asha_rungs(8, 2, 2) == [2, 4]
 
 
 def test_promotion_order_ranks_then_crowding() -> None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuning.complexity import GATES, measure, recurrent_macs_per_step
+from tuning.engine.complexity import GATES, measure, recurrent_macs_per_step
+from tuning.engine.config import ModelConfig
+from tuning.engine.model import CharLM, count_parameters
 from tuning.errors import UserError
-from tuning.model import CharLM, ModelConfig, count_parameters
 
 CELLS = ("rnn", "lstm", "gru")
 

@@ -30,7 +30,7 @@ import pytest
 
 from tuning.errors import UserError
 from tuning.files import REPORT_MD, TRIALS_TABLE
-from tuning.results import STATUSES, load_experiment
+from tuning.report.results import STATUSES, load_experiment
 
 RAY = Path(sys.executable).with_name("ray")
 TERMINAL = set(STATUSES) - {"unfinished", "paused", "not_started"}  # a search that ran to its end
@@ -336,7 +336,7 @@ def test_node_local_storage_refused_across_hosts(tmp_path: Path, monkeypatch: py
     """No second host here: fake the cluster's nodes and the mount table instead."""
     import ray
 
-    from tuning import search
+    from tuning.tune import driver as search
 
     base = tmp_path.resolve()
     mounts = tmp_path / "mounts"

@@ -1,4 +1,4 @@
-"""Tests for tuning.pareto: hand-made tables whose answers are worked out in the comments."""
+"""Tests for tuning.spec.pareto: hand-made tables whose answers are worked out in the comments."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import ArrayLike
 
 from tuning.errors import UserError
-from tuning.pareto import (
+from tuning.spec.pareto import (
     crowding_distance,
     dominates,
     hypervolume,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from ray.tune.experiment import Trial
 
-from tuning.progress import (
+from tuning.engine.train import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_RUNNING
+from tuning.tune.progress import (
     FETCH_LOGGER,
     Best,
     SearchProgress,
@@ -21,7 +22,6 @@ from tuning.progress import (
     seconds_per_iter,
     short_budget_warning,
 )
-from tuning.train import STATUS_COMPLETED, STATUS_DIVERGED, STATUS_RUNNING
 
 
 @pytest.mark.parametrize(("ray_status", "last", "ours"), [
@@ -126,7 +126,7 @@ def test_fetch_warning_of_never_started_trials_is_hidden_and_others_stay(caplog:
 def test_real_short_search_prints_progress_and_warns_without_ray_noise(tmp_path: Path) -> None:
     """A real search in its own process and Ray, on one logical CPU: the first trial runs throughout the 40 s budget
     (4096 iterations), so the second never starts and Ray would warn that it cannot fetch its metrics. The budget
-    ends the search the way Ctrl-C does (tuning.resume), so --resume can continue both."""
+    ends the search the way Ctrl-C does (tuning.tune.resume), so --resume can continue both."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_OVERRIDE_RESOURCES='{"CPU": 1}')
     proc = subprocess.run([sys.executable, "-m", "tuning.search", "--space", "smoke", "--gpus-per-trial", "0",
                            "--storage-path", str(tmp_path / "runs"), "--name", "short", "--max-iters", "4096",

@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from tuning.promotion_asha import PromotionASHA
-from tuning.spaces import load_space
-from tuning.tune_glue import make_searcher
+from tuning.spec.space import load_space
+from tuning.tune.schedulers.promotion_asha import PromotionASHA
+from tuning.tune.searcher import make_searcher
 
 GO, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 

@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, RESULT_FILE
-from tuning.ray_state import checkpoints_on_disk, choose_checkpoint, repair_checkpoint_references, repair_trial_count
-from tuning.results import parse_result_lines
+from tuning.report.results import parse_result_lines
+from tuning.tune.ray_state import (
+    checkpoints_on_disk,
+    choose_checkpoint,
+    repair_checkpoint_references,
+    repair_trial_count,
+)
 
 STATE_FILE = "experiment_state-2026-11-29_12-00-00.json"  # TuneController.CKPT_FILE_TMPL
 
@@ -86,7 +91,7 @@ class Experiment:
         return trial
 
     def curve(self) -> list[int]:
-        """The iterations in result.json, in file order, as tuning.results reads them."""
+        """The iterations in result.json, in file order, as tuning.report.results reads them."""
         return [row["iteration"] for row in parse_result_lines((self.dir / RESULT_FILE).read_text())]
 
 
@@ -280,8 +285,8 @@ def _search_algorithm(max_concurrent: int = 3) -> Any:
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.search_generator import SearchGenerator
 
-    from tuning.spaces import load_space
-    from tuning.tune_glue import make_searcher
+    from tuning.spec.space import load_space
+    from tuning.tune.searcher import make_searcher
 
     return SearchGenerator(ConcurrencyLimiter(make_searcher(load_space("smoke"), 0), max_concurrent=max_concurrent))
 

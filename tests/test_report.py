@@ -1,4 +1,4 @@
-"""Tests for tuning.report (and the parts of tuning.results / tuning.files it stands on), without Ray.
+"""Tests for tuning.report (and the parts of tuning.report.results / tuning.files it stands on), without Ray.
 
 Every table is built by hand with ``trials_frame`` / ``history_frame``; the expected fronts and hypervolumes
 are worked out in the comments.
@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tuning import pareto, report
 from tuning.files import (
     EVALUATION_DIR,
     FULL_VALIDATION,
@@ -34,31 +33,14 @@ from tuning.files import (
     atomic_write,
     atomic_write_text,
 )
-from tuning.report import (
-    ACCURACY,
-    COSTS,
-    PARETO_TYPES,
-    Tables,
-    budget_label,
-    build_tables,
-    code_span,
-    early_stopping_saving,
-    front_name,
-    md_escape,
-    plot_curves,
-    plot_front,
-    render_markdown,
-    summary,
-    trials_to_evaluate,
-    validation_text,
-    wilson_interval,
-    write_tables,
-)
-from tuning.results import (
+from tuning.report import write as report_cli
+from tuning.report.fronts import ACCURACY, COSTS, PARETO_TYPES, front_name
+from tuning.report.plots import plot_curves, plot_front
+from tuning.report.render import budget_label, code_span, md_escape, render_markdown, validation_text
+from tuning.report.results import (
     HISTORY_TYPES,
     STATUSES,
     TRIAL_TYPES,
-    asha_milestones,
     classify,
     held_at_rungs,
     history_frame,
@@ -67,6 +49,18 @@ from tuning.results import (
     trials_frame,
     waiting_at_rungs,
 )
+from tuning.report.tables import (
+    Tables,
+    build_tables,
+    early_stopping_saving,
+    hypervolume_trace,
+    log_axes,
+    on_log_axes,
+    trials_to_evaluate,
+    wilson_interval,
+)
+from tuning.report.write import summary, write_tables
+from tuning.spec import pareto
 
 NAN = math.nan
 FLOPS = "train_flops_per_char"
@@ -286,10 +280,10 @@ def test_hypervolume_of_the_example() -> None:
 
 def test_log_axes_are_the_minimised_costs_only() -> None:
     objectives = {"val_loss": "min", "flops_per_char": "min", ACCURACY: "max", "params": "min"}
-    assert report.log_axes(objectives) == ["flops_per_char", "params"]
+    assert log_axes(objectives) == ["flops_per_char", "params"]
     df = pd.DataFrame({"val_loss": [1.5, 2.0], "flops_per_char": [1e3, 0.0], ACCURACY: [0.5, 0.6],
                        "params": [100.0, 1e4]})
-    logged, ref = report.on_log_axes(df, {"val_loss": 3.0, "flops_per_char": 1e5, ACCURACY: 0.0, "params": 1e5},
+    logged, ref = on_log_axes(df, {"val_loss": 3.0, "flops_per_char": 1e5, ACCURACY: 0.0, "params": 1e5},
                                      objectives)
     assert list(logged["val_loss"]) == [1.5, 2.0] and list(logged[ACCURACY]) == [0.5, 0.6]  # untouched
     assert logged["flops_per_char"].iloc[0] == pytest.approx(3.0) and math.isnan(logged["flops_per_char"].iloc[1])
@@ -309,7 +303,7 @@ def test_hypervolume_trace_over_searched_objectives_hand_computed() -> None:
     ]
     history = pd.DataFrame({"trial_id": ["e", "a", "a", "b"], "timestamp": [104.0, 105.0, 110.0, 120.0],
                             "chars_trained": [500, 1000, 2000, 3000]})
-    trace = report.hypervolume_trace(pd.DataFrame(records), history, {"val_loss": "min", "flops_per_char": "min"},
+    trace = hypervolume_trace(pd.DataFrame(records), history, {"val_loss": "min", "flops_per_char": "min"},
                                      started_at=100.0)
     top = math.log10(1.1e3)
     a_box = (2.2 - 1.5) * (top - 3.0)
@@ -637,26 +631,10 @@ def test_write_tables_failure_keeps_previous_parquet(tmp_path: Path, monkeypatch
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / TRIALS_TABLE), t.trials)
 
 
-# ----------------------------------------------------------------------------------- classify / milestones
+# ----------------------------------------------------------------------------------- classify / rungs
 
 
-@pytest.mark.parametrize(
-    ("max_iters", "grace", "factor", "want"),
-    [
-        (16, 1, 3, {1, 3, 9}),
-        (4, 1, 2, {1, 2}),
-        (9, 1, 3, {1, 3}),  # 9 is max_iters: a trial there has completed, not been stopped
-        (20, 2, 3, {2, 6, 18}),
-        (8, 3, 2, {3, 6}),
-        (4, 4, 2, set()),
-        (1, 1, 2, set()),
-    ],
-)
-def test_asha_milestones(max_iters: int, grace: int, factor: int, want: set[int]) -> None:
-    assert asha_milestones(max_iters, grace, factor) == want
-
-
-MILESTONES = {1, 3, 9}
+RUNGS = {1, 3, 9}
 
 
 @pytest.mark.parametrize(
@@ -688,10 +666,10 @@ MILESTONES = {1, 3, 9}
     ],
 )
 def test_classify(last: dict[str, Any] | None, ray_status: str | None, error: str | None, want: str) -> None:
-    assert classify(last, ray_status, error, 16, MILESTONES) == want
+    assert classify(last, ray_status, error, 16, RUNGS) == want
 
 
-def test_classify_without_milestones_never_early_stops() -> None:
+def test_classify_without_rungs_never_early_stops() -> None:
     assert classify({"iteration": 3, "trial_status": "running"}, "TERMINATED", None, 16, set()) == "unfinished"
 
 
@@ -718,7 +696,7 @@ def test_held_at_rungs_is_the_highest_rung_a_trial_was_not_promoted_from() -> No
 )
 def test_classify_a_trial_promotion_asha_held(iteration: int, ray_status: str, waiting: bool, want: str) -> None:
     last = {"iteration": iteration, "trial_status": "running"}
-    assert classify(last, ray_status, None, 16, MILESTONES, held=True, waiting=waiting) == want
+    assert classify(last, ray_status, None, 16, RUNGS, held=True, waiting=waiting) == want
 
 
 def test_waiting_at_rungs_reads_the_schedulers_list() -> None:
@@ -826,7 +804,7 @@ def test_a_trial_ended_at_a_rung_is_early_stopped_under_either_asha(tmp_path: Pa
 def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = make_experiment(tmp_path)
     out = tmp_path / "report"
-    assert report.main([str(exp), "--out", str(out)]) == 0
+    assert report_cli.main([str(exp), "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == sorted([TRIALS_TABLE, HISTORY_TABLE, PARETO_TABLE, REPORT_MD, PLOT_FRONT,
                                               PLOT_CURVES])
     trials = pd.read_parquet(out / TRIALS_TABLE).set_index("trial_id")
@@ -848,7 +826,7 @@ def test_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_main_on_a_directory_that_is_not_an_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     assert "not an experiment directory" in capsys.readouterr().err
 
 

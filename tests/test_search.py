@@ -23,9 +23,6 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tuning import report as report_cli
-from tuning import search
-from tuning.anchor import cheapest_point, family_points
 from tuning.errors import UserError
 from tuning.files import (
     EVALUATION_DIR,
@@ -36,10 +33,13 @@ from tuning.files import (
     REPORT_MD,
     TRIALS_TABLE,
 )
-from tuning.ray_state import checkpoint_index
-from tuning.results import STATUSES, load_experiment
-from tuning.spaces import Objective, load_space
-from tuning.tune_glue import PrunedAwareOptunaSearch, make_searcher
+from tuning.report import write as report_cli
+from tuning.report.results import STATUSES, load_experiment
+from tuning.spec.anchor import cheapest_point, family_points
+from tuning.spec.space import Objective, load_space
+from tuning.tune import driver as search
+from tuning.tune.ray_state import checkpoint_index
+from tuning.tune.searcher import PrunedAwareOptunaSearch, make_searcher
 
 HERE = Path(__file__).parent
 
@@ -270,7 +270,7 @@ def _kill_when(proc: subprocess.Popen[bytes], ray_tmp: str, ready: Callable[[], 
 
 def _lose_a_checkpoint_like_a_late_kill(exp: Path) -> str:
     """Make the saved state name a checkpoint that is gone while a newer whole one exists, as a driver killed
-    between Ray deleting a superseded checkpoint and saving its state leaves it (see tuning/ray_state.py).
+    between Ray deleting a superseded checkpoint and saving its state leaves it (see tuning/tune/ray_state.py).
     Returns the trial's id. The race itself is too narrow to hit on purpose."""
     from ray.tune.experiment.trial import Trial
 
@@ -395,7 +395,7 @@ def test_scheduler_follows_the_space(data_dir: Path, tmp_path: Path) -> None:
     ours; --objectives cannot turn a scheduler_metric space into MO-ASHA silently."""
     from ray.tune.schedulers import ASHAScheduler
 
-    from tuning.mo_asha import ParetoASHA
+    from tuning.tune.schedulers.mo_asha import ParetoASHA
 
     def plan(doc: str, *flags: str, single: bool = False) -> search.Plan:
         path = tmp_path / "space.yaml"
@@ -421,14 +421,14 @@ def test_scheduler_follows_the_space(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_concurrency_follows_the_cluster_slots(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tuning import tune_glue
+    from tuning.tune import searcher
 
-    limiter = tune_glue.SlotLimiter(make_searcher(load_space("smoke"), 0), cpus_per_trial=1.0, gpus_per_trial=0.25)
+    limiter = searcher.SlotLimiter(make_searcher(load_space("smoke"), 0), cpus_per_trial=1.0, gpus_per_trial=0.25)
     assert limiter.max_concurrent == 2  # the session's Ray: 2 CPUs, 1 GPU -> min(2, 4)
     assert limiter.suggest("t1") and limiter.suggest("t2")
     assert limiter.suggest("t3") is None  # full
     # a node with 4 CPUs and a GPU joins (the cluster's report is the edge we stand in for)
-    monkeypatch.setattr(tune_glue.ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 2.0})
+    monkeypatch.setattr(searcher.ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 2.0})
     monkeypatch.setattr(limiter, "_checked", 0.0)
     assert limiter.suggest("t3") is not None
     assert limiter.max_concurrent == 6
@@ -705,7 +705,7 @@ def test_sigint_stops_gracefully_and_the_resume_continues_from_checkpoints(tmp_p
 def test_a_signal_reaches_rays_interrupt_as_sigusr1(signum: int, code: int) -> None:
     """What tune.run installs for its run (a SIGUSR1 handler that ends its loop) hears SIGTERM too; before, SIGTERM
     met Ray's sys.exit handler mid-loop (exit 1, a native stack dump)."""
-    from tuning.resume import StopRequests
+    from tuning.tune.resume import StopRequests
 
     ended = threading.Event()
     with StopRequests(None) as stop:
@@ -717,7 +717,7 @@ def test_a_signal_reaches_rays_interrupt_as_sigusr1(signum: int, code: int) -> N
 
 
 def test_the_time_budget_reaches_rays_interrupt() -> None:
-    from tuning.resume import StopRequests
+    from tuning.tune.resume import StopRequests
 
     ended = threading.Event()
     with StopRequests(0.2) as stop:

@@ -1,4 +1,4 @@
-"""Tests for tuning.spaces: the built-in spaces, Optuna distributions, grids and one-line validation errors."""
+"""Tests for tuning.spec.space: the built-in spaces, Optuna distributions, grids and one-line validation errors."""
 
 from __future__ import annotations
 
@@ -13,17 +13,14 @@ import pytest
 import yaml
 
 from tuning.errors import UserError
-from tuning.spaces import (
+from tuning.spec.space import (
     REPORTED_METRICS,
-    Budget,
     builtin_names,
     find_space,
-    grid_param_space,
     load_space,
-    optuna_distributions,
     quote,
-    rung_advice,
 )
+from tuning.tune.searcher import grid_param_space, optuna_distributions
 
 BUILTINS = ("hw3-p1", "hw3-p2", "nextchar", "shakespeare", "smoke")
 
@@ -144,7 +141,7 @@ def test_builtin_spaces_load_from_another_working_directory(tmp_path: Path, monk
 
 def test_builtin_spaces_found_in_a_source_checkout_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     # With only the checkout on PYTHONPATH, `tuning.search_spaces` does not exist (setuptools maps it at install).
-    import tuning.spaces as spaces_module
+    import tuning.spec.space as spaces_module
 
     def not_installed(_name: str) -> None:
         raise ModuleNotFoundError("No module named 'tuning.search_spaces'")
@@ -405,7 +402,7 @@ def test_a_long_value_is_quoted_cut_short(tmp_path: Path) -> None:
 
 
 def test_a_long_fixed_value_is_quoted_cut_short_by_the_trainers_check_too() -> None:
-    from tuning.config import TrainConfig
+    from tuning.engine.config import TrainConfig
 
     with pytest.raises(UserError) as info:
         TrainConfig.from_dict({"cell": "x" * 10_000})
@@ -461,21 +458,3 @@ def test_exponent_without_a_point_gets_a_hint(tmp_path: Path) -> None:
     path.write_text("params:\n  lr: {type: float, low: 1e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"params.lr.low='1e-4' is invalid: a number, not a string .*1.0e-4"):
         load_space(str(path))
-
-
-@pytest.mark.parametrize(("max_iters", "rf", "scheduler", "last"), [
-    (4, 3, "asha", 3), (10, 3, "asha_first", 9), (3, 2, "asha", 2), (16, 3, "asha", 9),
-    (27, 3, "asha", None), (8, 2, "asha", None), (1, 3, "asha", None), (4, 3, "none", None)])
-def test_rung_advice_when_the_last_rung_falls_late(max_iters: int, rf: int, scheduler: str, last: int | None) -> None:
-    advice = rung_advice(Budget(max_iters=max_iters, reduction_factor=rf), scheduler)
-    if last is None:
-        assert advice is None
-    else:
-        assert advice is not None and f"ASHA's last rung, at iteration {last}, " in advice
-        assert f"max_iters {last} or {last * rf} would not" in advice
-
-
-@pytest.mark.parametrize("name", BUILTINS)
-def test_builtin_spaces_need_no_rung_advice(name: str) -> None:
-    space = load_space(name)
-    assert rung_advice(space.budget, space.scheduler) is None

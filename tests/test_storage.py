@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 
-from tuning import search
-from tuning.atomic_fs import atomic_local_filesystem
-from tuning.storage import PARTIAL_SUFFIX, check_resumable, ray_storage
+from tuning.tune import driver as search
+from tuning.tune.atomic_fs import atomic_local_filesystem
+from tuning.tune.storage import PARTIAL_SUFFIX, check_resumable, ray_storage
 
 HERE = Path(__file__).parent
 
@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 WRITER = """
 import sys, time
 import pyarrow.fs
-from tuning.atomic_fs import atomic_local_filesystem
+from tuning.tune.atomic_fs import atomic_local_filesystem
 fs = atomic_local_filesystem() if sys.argv[2] == "atomic" else pyarrow.fs.LocalFileSystem()
 stream = fs.open_output_stream(sys.argv[1])
 stream.write(b"new-" * 100_000)
@@ -76,7 +76,7 @@ def test_ray_style_copy_through_the_pickled_filesystem(tmp_path: Path) -> None:
 # A writer whose file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes the disk "full" after 10,000 bytes.
 FULL_DISK_WRITER = """
 import resource, signal, sys
-from tuning.atomic_fs import atomic_local_filesystem
+from tuning.tune.atomic_fs import atomic_local_filesystem
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
 import pyarrow.fs

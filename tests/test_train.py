@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import torch
 
-from tuning import precision
-from tuning.checkpoint import load_checkpoint
-from tuning.config import TrainConfig
-from tuning.data import load_corpus
+from tuning.engine import precision
+from tuning.engine.checkpoint import load_checkpoint
+from tuning.engine.config import TrainConfig
+from tuning.engine.data import load_corpus
+from tuning.engine.train import STATUS_COMPLETED, STATUS_DIVERGED, draw_batch, train, validation_windows
 from tuning.errors import UserError
 from tuning.files import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 from tuning.machine import cpu_model
-from tuning.train import STATUS_COMPLETED, STATUS_DIVERGED, draw_batch, train, validation_windows
 
 EXPECTED_KEYS = {
     "iteration", "chars_trained", "train_loss", "train_acc", "val_loss", "val_bpc", "val_ppl", "val_acc",
@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path, schedule: str) -> None
     loaded = load_checkpoint(kept)
     assert loaded.train_config == config and loaded.iteration == stop_after
     assert loaded.state["optimizer"]["state"], "optimizer moments must be saved"
-    # every reported row up to here rides along (tuning.ray_state restores rows a killed driver lost from it)
+    # every reported row up to here rides along (tuning.tune.ray_state restores rows a killed driver lost from it)
     assert [r["iteration"] for r in loaded.history] == [1, 2]
     assert loaded.history[1]["val_loss"] == pytest.approx(unbroken[1]["val_loss"], rel=1e-5)
     assert all(isinstance(r["timestamp"], int) for r in loaded.history)
@@ -171,10 +171,10 @@ def test_bf16_is_refused_on_a_cpu_without_bfloat16_rnns(tmp_path: Path) -> None:
     """A real CPU without them: oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA), as on the CI machine that found this
     (torch 2.13.0 raised 'could not create a primitive descriptor for the LSTM forward propagation primitive')."""
     script = (
-        "from tuning import precision\n"
-        "from tuning.config import TrainConfig\n"
+        "from tuning.engine import precision\n"
+        "from tuning.engine.config import TrainConfig\n"
+        "from tuning.engine.train import train\n"
         "from tuning.errors import UserError\n"
-        "from tuning.train import train\n"
         "assert not precision.supports('bf16', 'cpu') and precision.supports('fp32', 'cpu')\n"
         "kw = dict(corpus='nextchar', cell='lstm', seq_len=16, embed_dim=16, hidden_size=32, batch_size=16, "
         "chars_per_iter=4096, max_iters=1, threads=1, sample_chars=1)\n"
@@ -252,13 +252,13 @@ def test_unknown_option_is_refused() -> None:
 def test_trainer_does_not_import_ray() -> None:
     import subprocess
 
-    code = "import sys, tuning.train, tuning.report; assert not any(m == 'ray' or m.startswith('ray.') " \
+    code = "import sys, tuning.engine.train, tuning.report.write; assert not any(m == 'ray' or m.startswith('ray.') " \
            "for m in sys.modules), 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_evaluate_checkpoint_on_the_whole_split(tmp_path: Path) -> None:
-    from tuning.evaluate import evaluate_checkpoint, main
+    from tuning.engine.evaluate import evaluate_checkpoint, main
 
     config = tiny(max_iters=2, val_max_chars=64)  # the search validated on a prefix
     last = run(config, checkpoint_dir=tmp_path)[-1]
