@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-import tuning.resume  # noqa: F401  (installs the filter on Ray Tune's logger)
+import tuning.tune.resume  # noqa: F401  (installs the filter on Ray Tune's logger)
 
 
 def test_rays_stop_lines_are_dropped_and_others_kept(caplog: pytest.LogCaptureFixture) -> None:
