@@ -353,7 +353,12 @@ def test_promotion_asha_driver_killed_while_trials_wait_then_resume(tmp_path: Pa
                         "--gpus-per-trial", "0"])
     assert code == 0
     state = json.loads(state_file.read_text())
-    assert state["waiting"] == {} and len(state["rungs"]["1"]) == 6
+    assert state["waiting"] == {}
+    # Every trial is judged at rung 1, except one whose rung-1 result was in flight at the kill: resumed from its
+    # newer checkpoint, it first reports past rung 1 and is judged at rung 2 (the scheduler records a trial at the
+    # highest rung it newly reached; tests/test_promotion_asha.py scripts that case).
+    skipped = set(state["rungs"]["2"]) - set(state["rungs"]["1"])
+    assert len(state["rungs"]["1"]) + len(skipped) == 6, state["rungs"]
     meta, trials, history = load_experiment(exp)
     assert len(trials) == 6 and "completed" in set(trials["status"])
     for trial_id, curve in history.groupby("trial_id"):
